@@ -1,0 +1,73 @@
+"""The `flywheel` command line: parse, build settings, call the library, render."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from deploy.errors import ConfigError
+from deploy.settings import FlywheelSettings, load_settings
+from schemas.errors import FlywheelError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="flywheel",
+    help="Continuous learning for chat models: Kafka -> Faust -> ClickHouse -> LoRA -> Triton.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="TOML settings file (default: ./flywheel.toml if present)."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
+) -> None:
+    ctx.obj = {"config": config}
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def get_settings(ctx: typer.Context) -> FlywheelSettings:
+    """The settings for this invocation, built once from --config and the environment."""
+    root = ctx.find_root()
+    obj = root.obj if isinstance(root.obj, dict) else {}
+    if "settings" not in obj:
+        obj["settings"] = load_settings(obj.get("config"))
+        root.obj = obj
+    settings: FlywheelSettings = obj["settings"]
+    return settings
+
+
+def _register() -> None:
+    # Each command group lives in its own module and adds itself to `app`.
+    from deploy.cli import config, stack  # noqa: F401
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point of the `flywheel` console script."""
+    try:
+        app()
+    except ConfigError as e:
+        err_console.print(f"[bold red]configuration error:[/] {escape(str(e))}")
+        sys.exit(2)
+    except FlywheelError as e:
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}")
+        sys.exit(1)

@@ -1,0 +1,342 @@
+"""The one settings object of Flywheel.
+
+Built once at an entry point (the CLI, a service's `main`, a test fixture) from, in
+order of precedence: explicit arguments, `FLYWHEEL_*` environment variables (nested
+fields with `__`, e.g. `FLYWHEEL_KAFKA__PORT=19092`), a TOML file, and the defaults
+below. It is then passed down; no other module reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "FLYWHEEL_"
+ENV_NESTED_DELIMITER = "__"
+DEFAULT_CONFIG_FILE = Path("flywheel.toml")
+
+Port = int
+
+
+def _check_port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError(f"a port must be between 1 and 65535, got {value}")
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """Apache Kafka: an external cluster, or the local single-node KRaft broker."""
+
+    bootstrap_servers: str | None = Field(
+        default=None,
+        description="host:port list of an existing Kafka cluster; when set, no local broker runs.",
+    )
+    host: str = "127.0.0.1"
+    port: Port = 9092
+    controller_port: Port = 9095
+    version: str = Field(default="4.1.1", description="Apache Kafka version resolved from Maven.")
+    jars_dir: Path | None = Field(
+        default=None,
+        description="Where the Kafka jars are cached; default ~/.cache/flywheel/kafka-<version>.",
+    )
+    heap_mb: int = Field(default=512, ge=128)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    replication_factor: int = Field(default=1, ge=1, description="For topics Flywheel creates.")
+
+    _ports = field_validator("port", "controller_port")(_check_port)
+
+    @property
+    def external(self) -> bool:
+        return self.bootstrap_servers is not None
+
+    @property
+    def bootstrap(self) -> str:
+        return self.bootstrap_servers or f"{self.host}:{self.port}"
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka settings shared by every confluent-kafka client Flywheel creates."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+            config["sasl.username"] = self.sasl_username or ""
+            config["sasl.password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else ""
+            )
+        return config
+
+
+class ClickHouseUser(_Section):
+    """One account of the embedded ClickHouse server."""
+
+    name: str = Field(min_length=1)
+    password: SecretStr = SecretStr("")
+    readonly: bool = False
+
+
+def _default_clickhouse_users() -> list[ClickHouseUser]:
+    return [
+        ClickHouseUser(name="default", password=SecretStr(""), readonly=False),
+        ClickHouseUser(name="analyst", password=SecretStr("analyst"), readonly=True),
+    ]
+
+
+class ClickHouseSettings(_Section):
+    """ClickHouse: a real server by URL, or the embedded chDB engine behind the HTTP interface."""
+
+    url: str | None = Field(
+        default=None,
+        description="http(s)://host:port of a real ClickHouse server; when set, none runs locally.",
+    )
+    host: str = "127.0.0.1"
+    port: Port = 8123
+    database: str = "flywheel"
+    user: str = Field(default="default", description="The account Flywheel's own code uses.")
+    password: SecretStr = SecretStr("")
+    users: list[ClickHouseUser] = Field(
+        default_factory=_default_clickhouse_users,
+        description="Accounts the embedded server accepts (a real server has its own).",
+    )
+    max_body_size_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    max_connections: int = Field(default=64, ge=1)
+    compress: Literal["lz4", "zstd", "none"] = "lz4"
+
+    _ports = field_validator("port")(_check_port)
+
+    @model_validator(mode="after")
+    def _user_is_known(self) -> ClickHouseSettings:
+        names = [u.name for u in self.users]
+        if len(set(names)) != len(names):
+            raise ValueError("clickhouse.users has two accounts with the same name; rename one")
+        return self
+
+    @property
+    def external(self) -> bool:
+        return self.url is not None
+
+    @property
+    def http_url(self) -> str:
+        return (self.url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+class TritonSettings(_Section):
+    """NVIDIA Triton Inference Server: external, or the binary shipped in nvidia-pytriton."""
+
+    url: str | None = Field(
+        default=None,
+        description="host:port of an external Triton's HTTP endpoint; when set, none runs locally.",
+    )
+    grpc_url: str | None = Field(default=None, description="host:port of an external Triton's gRPC.")
+    metrics_url: str | None = Field(default=None, description="URL of an external Triton /metrics.")
+    host: str = "127.0.0.1"
+    http_port: Port = 8000
+    grpc_port: Port = 8001
+    metrics_port: Port = 8002
+    model_repository: Path | None = Field(
+        default=None, description="Model repository; default <state_dir>/triton/models."
+    )
+    exit_timeout_s: int = Field(default=10, ge=1)
+
+    _ports = field_validator("http_port", "grpc_port", "metrics_port")(_check_port)
+
+    @property
+    def external(self) -> bool:
+        return self.url is not None
+
+    @property
+    def http_address(self) -> str:
+        return self.url or f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return self.grpc_url or f"{self.host}:{self.grpc_port}"
+
+    @property
+    def metrics_address(self) -> str:
+        return self.metrics_url or f"http://{self.host}:{self.metrics_port}/metrics"
+
+
+class PrometheusSettings(_Section):
+    """Prometheus: external by URL, or Debian's `prometheus` run by the stack."""
+
+    url: str | None = None
+    host: str = "127.0.0.1"
+    port: Port = 9090
+    binary: str = "prometheus"
+    scrape_interval_s: int = Field(default=5, ge=1)
+    evaluation_interval_s: int = Field(default=5, ge=1)
+    retention: str = "7d"
+    extra_scrape_targets: list[str] = Field(
+        default_factory=list, description="host:port of more /metrics endpoints to scrape."
+    )
+
+    _ports = field_validator("port")(_check_port)
+
+    @property
+    def external(self) -> bool:
+        return self.url is not None
+
+    @property
+    def http_url(self) -> str:
+        return (self.url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+class AlertmanagerSettings(_Section):
+    """Alertmanager: external by URL, or Debian's `prometheus-alertmanager` run by the stack."""
+
+    url: str | None = None
+    host: str = "127.0.0.1"
+    port: Port = 9093
+    binary: str = "prometheus-alertmanager"
+    webhook_url: str | None = Field(
+        default=None, description="Where Alertmanager posts notifications (Flywheel's receiver)."
+    )
+
+    _ports = field_validator("port")(_check_port)
+
+    @property
+    def external(self) -> bool:
+        return self.url is not None
+
+    @property
+    def http_url(self) -> str:
+        return (self.url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+class MetricsSettings(_Section):
+    """Where Flywheel's own processes expose Prometheus metrics."""
+
+    host: str = "127.0.0.1"
+    port: Port = 9300
+    clickhouse_port: Port = 9301
+
+    _ports = field_validator("port", "clickhouse_port")(_check_port)
+
+
+class FlywheelSettings(BaseSettings):
+    """Every address, path, port, credential and threshold Flywheel uses."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        frozen=True,
+        toml_file=DEFAULT_CONFIG_FILE,
+    )
+
+    state_dir: Path = Field(
+        default=Path(".flywheel"), description="Data, logs and pid files of the local stack."
+    )
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "flywheel",
+        description="Downloads shared between checkouts (Kafka jars).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    startup_timeout_s: float = Field(default=120.0, gt=0)
+    stop_timeout_s: float = Field(default=30.0, gt=0)
+
+    kafka: KafkaSettings = KafkaSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+    triton: TritonSettings = TritonSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
+    alertmanager: AlertmanagerSettings = AlertmanagerSettings()
+    metrics: MetricsSettings = MetricsSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir.expanduser().resolve()
+
+    def kafka_jars_dir(self) -> Path:
+        return (self.kafka.jars_dir or self.cache_dir / f"kafka-{self.kafka.version}").expanduser()
+
+    def triton_model_repository(self) -> Path:
+        path = self.triton.model_repository or self.state_path / "triton" / "models"
+        return path.expanduser().resolve()
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> FlywheelSettings:
+    """Build the settings from the environment, a TOML file and explicit overrides.
+
+    Raises:
+        ConfigError: a setting is malformed; the message names it and the variable that sets it.
+    """
+    from pydantic import ValidationError
+
+    from deploy.errors import ConfigError
+
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist; pass an existing TOML file")
+    try:
+        if config_file is not None:
+            bound = type(
+                "FlywheelSettingsFromFile",
+                (FlywheelSettings,),
+                {"model_config": {**FlywheelSettings.model_config, "toml_file": config_file}},
+            )
+            settings: FlywheelSettings = bound(**overrides)
+            return settings
+        return FlywheelSettings(**overrides)
+    except ValidationError as e:
+        raise ConfigError(_explain(e)) from e
+
+
+def env_var_for(location: tuple[str | int, ...]) -> str:
+    """The environment variable that sets a field, e.g. ("kafka", "port") -> FLYWHEEL_KAFKA__PORT."""
+    parts = [str(p).upper() for p in location if not isinstance(p, int)]
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(parts)
+
+
+def _explain(error: Any) -> str:
+    lines = ["invalid settings:"]
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"])
+        lines.append(
+            f"  {field}: {item['msg']} (set it with {env_var_for(item['loc'])} "
+            f"or [{'.'.join(str(p) for p in item['loc'][:-1]) or 'top level'}] in flywheel.toml)"
+        )
+    return "\n".join(lines)
+
+
+def masked_dump(settings: FlywheelSettings) -> dict[str, Any]:
+    """Settings as plain data with every secret replaced by asterisks."""
+    return _mask(settings.model_dump(mode="python"))
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "********" if value.get_secret_value() else ""
+    if isinstance(value, dict):
+        return {k: _mask(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,1 @@
+"""Data contracts shared by every part of Flywheel."""

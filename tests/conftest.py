@@ -1,0 +1,88 @@
+"""Shared fixtures: one settings object and one real local stack per test session.
+
+The test stack uses its own state folder and ports (offset from the defaults) so that
+it never collides with a developer's `flywheel stack up`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.local.supervisor import Supervisor
+from deploy.settings import FlywheelSettings
+
+# Test ports: the defaults + 20000 (e.g. Kafka 29092, ClickHouse 28123, Triton 28000).
+PORT_OFFSET = 20000
+
+
+def make_test_settings(state_dir: Path, **overrides: object) -> FlywheelSettings:
+    defaults = FlywheelSettings()
+    sections = {
+        "kafka": defaults.kafka.model_copy(
+            update={"port": defaults.kafka.port + PORT_OFFSET,
+                    "controller_port": defaults.kafka.controller_port + PORT_OFFSET}
+        ),
+        "clickhouse": defaults.clickhouse.model_copy(
+            update={"port": defaults.clickhouse.port + PORT_OFFSET}
+        ),
+        "triton": defaults.triton.model_copy(
+            update={"http_port": defaults.triton.http_port + PORT_OFFSET,
+                    "grpc_port": defaults.triton.grpc_port + PORT_OFFSET,
+                    "metrics_port": defaults.triton.metrics_port + PORT_OFFSET}
+        ),
+        "prometheus": defaults.prometheus.model_copy(
+            update={"port": defaults.prometheus.port + PORT_OFFSET}
+        ),
+        "alertmanager": defaults.alertmanager.model_copy(
+            update={"port": defaults.alertmanager.port + PORT_OFFSET}
+        ),
+        "metrics": defaults.metrics.model_copy(
+            update={"port": defaults.metrics.port + PORT_OFFSET,
+                    "clickhouse_port": defaults.metrics.clickhouse_port + PORT_OFFSET}
+        ),
+    }
+    sections.update(overrides)
+    return FlywheelSettings(state_dir=state_dir, **sections)
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> FlywheelSettings:
+    """Settings for the session's test stack."""
+    return make_test_settings(tmp_path_factory.mktemp("flywheel-state"))
+
+
+@pytest.fixture(scope="session")
+def stack(settings: FlywheelSettings) -> Iterator[Supervisor]:
+    """The session's supervisor; every service any test started is stopped at the end."""
+    from deploy.local.stack import build_stack
+
+    supervisor = build_stack(settings)
+    try:
+        yield supervisor
+    finally:
+        supervisor.down()
+
+
+@pytest.fixture(scope="session")
+def running(stack: Supervisor) -> Callable[..., Supervisor]:
+    """Bring up the named services (once per session) and return the supervisor.
+
+    Usage: ``running("kafka")`` in a test or fixture that needs a live broker.
+    """
+
+    def _up(*names: str) -> Supervisor:
+        stack.up(names or None)
+        return stack
+
+    return _up
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A name no other test uses, for topics and tables."""
+    base = "".join(c if c.isalnum() else "_" for c in request.node.name)[:40]
+    return f"t_{base}_{uuid.uuid4().hex[:8]}"
