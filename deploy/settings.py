@@ -225,9 +225,8 @@ class MetricsSettings(_Section):
 
     host: str = "127.0.0.1"
     port: Port = 9300
-    clickhouse_port: Port = 9301
 
-    _ports = field_validator("port", "clickhouse_port")(_check_port)
+    _ports = field_validator("port")(_check_port)
 
 
 class FlywheelSettings(BaseSettings):

@@ -41,8 +41,7 @@ def make_test_settings(state_dir: Path, **overrides: object) -> FlywheelSettings
             update={"port": defaults.alertmanager.port + PORT_OFFSET}
         ),
         "metrics": defaults.metrics.model_copy(
-            update={"port": defaults.metrics.port + PORT_OFFSET,
-                    "clickhouse_port": defaults.metrics.clickhouse_port + PORT_OFFSET}
+            update={"port": defaults.metrics.port + PORT_OFFSET}
         ),
     }
     sections.update(overrides)
