@@ -143,7 +143,7 @@ class TritonSettings(_Section):
         default=None,
         description="host:port of an external Triton's HTTP endpoint; when set, none runs locally.",
     )
-    grpc_url: str | None = Field(default=None, description="host:port of an external Triton's gRPC.")
+    grpc_url: str | None = Field(default=None, description="host:port of external gRPC.")
     metrics_url: str | None = Field(default=None, description="URL of an external Triton /metrics.")
     host: str = "127.0.0.1"
     http_port: Port = 8000
@@ -308,7 +308,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Flywheel
 
 
 def env_var_for(location: tuple[str | int, ...]) -> str:
-    """The environment variable that sets a field, e.g. ("kafka", "port") -> FLYWHEEL_KAFKA__PORT."""
+    """The variable that sets a field: ("kafka", "port") -> FLYWHEEL_KAFKA__PORT."""
     parts = [str(p).upper() for p in location if not isinstance(p, int)]
     return ENV_PREFIX + ENV_NESTED_DELIMITER.join(parts)
 

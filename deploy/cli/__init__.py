@@ -31,7 +31,7 @@ def _root(
     ctx: typer.Context,
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="TOML settings file (default: ./flywheel.toml if present)."),
+        typer.Option("--config", "-c", help="TOML settings file (default: ./flywheel.toml)."),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug details.")] = False,
 ) -> None:

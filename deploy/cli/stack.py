@@ -42,6 +42,17 @@ def up(ctx: typer.Context, services: ServiceNames = None) -> None:
     console.print(f"stack up in {time.monotonic() - started:.1f} s")
 
 
+@stack_app.command("prepare")
+def prepare(ctx: typer.Context, services: ServiceNames = None) -> None:
+    """Install what the local services need (jars, environments, configs) without starting."""
+    supervisor = _supervisor(ctx)
+    with console.status("preparing the stack") as status:
+        supervisor.prepare(
+            services, progress=lambda name, msg: status.update(f"[bold]{name}[/]: {msg}")
+        )
+    console.print("stack prepared")
+
+
 @stack_app.command("down")
 def down(ctx: typer.Context, services: ServiceNames = None) -> None:
     """Stop what `up` started; no process is left behind."""
@@ -63,7 +74,7 @@ def logs(
     ctx: typer.Context,
     service: Annotated[str, typer.Argument(help="Service whose log to show.")],
     lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines.")] = 50,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
 ) -> None:
     """Print the end of a service's log."""
     target = _supervisor(ctx).get(service)

@@ -80,6 +80,7 @@ class Service(abc.ABC):
         Raises:
             StackError: something the service needs is missing and cannot be installed.
         """
+        return None
 
     @abc.abstractmethod
     def launch_spec(self) -> LaunchSpec:

@@ -129,7 +129,22 @@ class Supervisor:
             return f" (it died; see {service.log_path})"
         return ""
 
-    # -- up --------------------------------------------------------------------------
+    # -- prepare / up ----------------------------------------------------------------
+
+    def prepare(
+        self, names: Iterable[str] | None = None, *, progress: ProgressCallback = _noop
+    ) -> None:
+        """Install and initialise what local services need, without starting them.
+
+        Raises:
+            StackError: a service's prerequisites are missing and cannot be installed.
+        """
+        selected = [self.get(n) for n in names] if names else self.services
+        for service in selected:
+            if not service.external:
+                progress(service.name, "preparing")
+                service.prepare()
+                progress(service.name, "prepared")
 
     def up(
         self,
