@@ -1,0 +1,100 @@
+"""Envelope round trips and the backward-compatibility promise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from schemas import KINDS, ChatEvent, FeedbackEvent, Role, decode, encode
+from schemas.envelope import UPGRADERS
+from schemas.errors import SchemaValidationError, UnknownSchemaError
+from schemas.export import export_json_schemas
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _stored_payloads() -> list[tuple[str, int, Path]]:
+    cases = []
+    for kind, (_model, current) in KINDS.items():
+        for version in range(1, current + 1):
+            cases.append((kind, version, FIXTURES / kind / f"v{version}.json"))
+    return cases
+
+
+@pytest.mark.parametrize(("kind", "version", "path"), _stored_payloads())
+def test_every_stored_payload_of_every_version_still_parses(
+    kind: str, version: int, path: Path
+) -> None:
+    assert path.exists(), f"store a {kind} v{version} payload at {path} before bumping the version"
+    envelope = decode(path.read_bytes())
+    assert envelope.kind == kind
+    assert envelope.schema_version == KINDS[kind][1]
+    assert isinstance(envelope.payload, KINDS[kind][0])
+
+
+def test_every_version_below_the_current_has_an_upgrader() -> None:
+    for kind, (_model, current) in KINDS.items():
+        for version in range(1, current):
+            assert (kind, version) in UPGRADERS, f"{kind} v{version} has no upgrader"
+
+
+def test_reencoding_a_stored_payload_gives_the_same_event() -> None:
+    stored = decode((FIXTURES / "chat_event" / "v1.json").read_bytes())
+    again = decode(encode(stored.payload, producer="test"))
+    assert again.payload == stored.payload
+    assert isinstance(stored.payload, ChatEvent)
+    assert stored.payload.text.endswith("😊")
+
+
+def test_decode_rejects_a_version_newer_than_this_release() -> None:
+    raw = json.loads((FIXTURES / "alert" / "v1.json").read_text())
+    raw["schema_version"] = 99
+    with pytest.raises(UnknownSchemaError, match="upgrade chat-flywheel"):
+        decode(json.dumps(raw))
+
+
+def test_decode_rejects_an_unknown_kind_and_names_the_known_ones() -> None:
+    with pytest.raises(UnknownSchemaError, match="chat_event"):
+        decode(b'{"kind": "tweet", "schema_version": 1, "payload": {}}')
+
+
+def test_decode_of_non_json_says_so() -> None:
+    with pytest.raises(SchemaValidationError) as info:
+        decode(b"\xff\xfe not json")
+    assert info.value.problems[0].code == "not_json"
+
+
+def test_decode_can_insist_on_a_kind() -> None:
+    data = (FIXTURES / "chat_event" / "v1.json").read_bytes()
+    with pytest.raises(UnknownSchemaError, match="expected a feedback_event"):
+        decode(data, expect=FeedbackEvent)
+
+
+def test_payload_errors_carry_the_dotted_field_path() -> None:
+    raw = json.loads((FIXTURES / "chat_event" / "v1.json").read_text())
+    raw["payload"]["role"] = "robot"
+    with pytest.raises(SchemaValidationError) as info:
+        decode(json.dumps(raw))
+    assert [p.field for p in info.value.problems] == ["payload.role"]
+
+
+def test_export_writes_one_json_schema_per_kind(tmp_path: Path) -> None:
+    written = export_json_schemas(tmp_path)
+    assert sorted(p.name for p in written) == sorted(f"{k}.v1.schema.json" for k in KINDS)
+    chat = json.loads((tmp_path / "chat_event.v1.schema.json").read_text())
+    assert chat["properties"]["kind"]["const"] == "chat_event"
+    payload_ref = chat["properties"]["payload"]["$ref"].rsplit("/", 1)[-1]
+    assert set(chat["$defs"][payload_ref]["required"]) >= {"conversation_id", "role", "text"}
+
+
+def test_encode_refuses_a_model_that_is_not_an_event() -> None:
+    from schemas.platform import DatasetSnapshot
+
+    with pytest.raises(UnknownSchemaError):
+        encode(DatasetSnapshot.model_construct(), producer="x")  # type: ignore[call-arg]
+
+
+def test_role_values_are_the_documented_ones() -> None:
+    assert {r.value for r in Role} == {"user", "assistant", "system"}
