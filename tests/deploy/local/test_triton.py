@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -14,6 +13,7 @@ import tritonclient.grpc as grpcclient
 
 from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings
+from tests.deploy.local.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -91,13 +91,5 @@ def test_loading_a_second_version_folder_switches_traffic_to_it(
 
     assert ask(client, echo_model, ["after"]) == (["AFTER"], "2")
     assert client.is_model_ready(echo_model, "2")
-    assert wait_until(lambda: not client.is_model_ready(echo_model, "1"), timeout_s=30)
+    assert wait_for(lambda: not client.is_model_ready(echo_model, "1"), timeout_s=30)
 
-
-def wait_until(condition: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval_s)
-    return condition()
