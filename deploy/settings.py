@@ -136,6 +136,14 @@ class ClickHouseSettings(_Section):
         return (self.url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
+class WarehouseSettings(_Section):
+    """Retention of the warehouse tables (applied as ClickHouse TTLs by the migrations)."""
+
+    turns_ttl_days: int = Field(default=365, ge=1, description="chat_turns, feedback, examples.")
+    quarantine_ttl_days: int = Field(default=30, ge=1)
+    alerts_ttl_days: int = Field(default=365, ge=1)
+
+
 class TritonSettings(_Section):
     """NVIDIA Triton Inference Server: external, or the binary shipped in nvidia-pytriton."""
 
@@ -253,6 +261,7 @@ class FlywheelSettings(BaseSettings):
 
     kafka: KafkaSettings = KafkaSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
+    warehouse: WarehouseSettings = WarehouseSettings()
     triton: TritonSettings = TritonSettings()
     prometheus: PrometheusSettings = PrometheusSettings()
     alertmanager: AlertmanagerSettings = AlertmanagerSettings()
