@@ -1,0 +1,305 @@
+"""The one chDB engine of the process, and the connection handles queries run on.
+
+chDB hosts one engine per process but hands out any number of connection handles to
+it; `SET` and `USE` state lives in a handle. Measured with chDB 4.4 (see
+BENCHMARKS.md): queries on different handles run concurrently and release the GIL,
+and opening plus closing a handle costs about 0.3 ms. So a request without a session
+gets a fresh handle (nothing leaks between requests) and an HTTP session keeps its own
+handle; a lock per handle serializes what runs on it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploy.clickhouse.errors import (
+    INVALID_SESSION_TIMEOUT,
+    SESSION_IS_LOCKED,
+    SESSION_NOT_FOUND,
+    EngineStartError,
+    ServerError,
+)
+
+logger = logging.getLogger(__name__)
+
+_SETTING_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_SESSION_TIMEOUT_S = 3600.0
+
+
+@dataclass
+class Outcome:
+    """What one statement returned: its bytes and the counters of X-ClickHouse-Summary."""
+
+    data: bytes = b""
+    read_rows: int = 0
+    read_bytes: int = 0
+    written_rows: int = 0
+    written_bytes: int = 0
+    elapsed_s: float = 0.0
+
+    def summary(self) -> dict[str, str]:
+        return {
+            "read_rows": str(self.read_rows),
+            "read_bytes": str(self.read_bytes),
+            "written_rows": str(self.written_rows),
+            "written_bytes": str(self.written_bytes),
+            "total_rows_to_read": str(self.read_rows),
+            "result_rows": "0",
+            "result_bytes": str(len(self.data)),
+            "elapsed_ns": str(int(self.elapsed_s * 1e9)),
+        }
+
+
+def quote_value(value: str) -> str:
+    """A setting value as a SQL string literal (ClickHouse casts it to the setting's type)."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def check_setting_name(name: str) -> str:
+    """Reject names that are not identifiers: they are interpolated into SET statements.
+
+    Raises:
+        ServerError: code 115 UNKNOWN_SETTING.
+    """
+    if not _SETTING_NAME_RE.match(name):
+        raise ServerError(115, f"Setting {name!r} is not a valid setting name")
+    return name
+
+
+class Handle:
+    """One chDB connection handle with its own settings and current database."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+        #: Set once a session's handle has its database and readonly applied.
+        self.prepared = False
+
+    def query(self, sql: str | bytes, fmt: str = "TabSeparated",
+              params: Mapping[str, str] | None = None) -> Outcome:
+        """Run one statement and return its output.
+
+        Raises:
+            ServerError: the engine rejected the statement (its code and message kept).
+        """
+        started = time.perf_counter()
+        try:
+            result = self.conn.query(sql, fmt, params=dict(params or {}))
+        except Exception as e:
+            raise ServerError.from_engine(e) from e
+        data = result.bytes() if hasattr(result, "bytes") else bytes(result or b"")
+        return Outcome(data=data or b"", read_rows=_call(result, "rows_read"),
+                       read_bytes=_call(result, "bytes_read"),
+                       elapsed_s=time.perf_counter() - started)
+
+    def insert(self, statement: str, fmt: str, chunks: Iterable[bytes]) -> Outcome:
+        """Stream FORMAT-encoded chunks into `INSERT INTO ...` and commit.
+
+        Returns only once the engine has committed the rows (acknowledged = stored).
+
+        Raises:
+            ServerError: the engine rejected the statement or the data; nothing is committed.
+        """
+        started = time.perf_counter()
+        try:
+            inserter = self.conn.send_insert(statement, fmt)
+        except Exception as e:
+            raise ServerError.from_engine(e) from e
+        try:
+            for chunk in chunks:
+                if chunk:
+                    inserter.append(chunk)
+            result = inserter.finish()
+        except ServerError:
+            inserter.cancel()
+            raise
+        except Exception as e:
+            try:
+                inserter.cancel()
+            except Exception:  # already finished or failed: nothing to roll back
+                logger.debug("cancelling a failed insert failed", exc_info=True)
+            raise ServerError.from_engine(e) from e
+        return Outcome(written_rows=result.rows_written, written_bytes=result.bytes_written,
+                       elapsed_s=time.perf_counter() - started)
+
+    def set(self, settings: Mapping[str, str]) -> None:
+        """Apply settings with one `SET a = 'x', b = 'y'` (readonly last, so the rest apply).
+
+        Raises:
+            ServerError: an unknown setting, a bad value, or a change refused in readonly mode.
+        """
+        if not settings:
+            return
+        ordered = sorted(settings.items(), key=lambda kv: kv[0] == "readonly")
+        self.query("SET " + ", ".join(f"{check_setting_name(k)} = {quote_value(v)}"
+                                      for k, v in ordered))
+
+    def snapshot(self, names: Iterable[str]) -> dict[str, tuple[str, bool]]:
+        """The current value and `changed` flag of settings, to restore them later."""
+        quoted = ", ".join(quote_value(check_setting_name(n)) for n in names)
+        out = self.query(
+            f"SELECT name, value, changed FROM system.settings WHERE name IN ({quoted})",
+            "JSONEachRow",
+        )
+        snapshot = {}
+        for line in out.data.splitlines():
+            row = json.loads(line)
+            snapshot[row["name"]] = (row["value"], bool(row["changed"]))
+        return snapshot
+
+    def restore(self, snapshot: Mapping[str, tuple[str, bool]]) -> None:
+        parts = []
+        for name, (value, changed) in snapshot.items():
+            if changed:
+                quoted = len(value) > 1 and value[0] == value[-1] == "'"
+                literal = value if quoted else quote_value(value)
+                parts.append(f"{name} = {literal}")
+            else:
+                parts.append(f"{name} = DEFAULT")
+        if parts:
+            try:
+                self.query("SET " + ", ".join(parts))
+            except ServerError:
+                logger.warning("could not restore session settings %s", list(snapshot))
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:
+            logger.debug("closing a chDB handle failed", exc_info=True)
+
+
+def _call(result: Any, name: str) -> int:
+    try:
+        return int(getattr(result, name)())
+    except Exception:
+        return 0
+
+
+@dataclass
+class Session:
+    """An HTTP session (`session_id`): a handle kept between requests until it idles out."""
+
+    id: str
+    user: str
+    handle: Handle
+    timeout_s: float
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class Engine:
+    """Owns chDB for this process: opens it, hands out handles, keeps sessions, closes it."""
+
+    def __init__(self, *, path: Path, database: str) -> None:
+        self.path = path
+        self.database = database
+        self.version = ""
+        self.timezone = "UTC"
+        self._root: Handle | None = None
+        self._sessions: dict[str, Session] = {}
+        self._sessions_lock = threading.Lock()
+
+    def open(self) -> None:
+        """Open (or create) the data folder and Flywheel's database.
+
+        Raises:
+            EngineStartError: chDB cannot open the folder (another process owns it?).
+        """
+        import chdb
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._root = Handle(chdb.connect(str(self.path)))
+        except Exception as e:
+            raise EngineStartError(
+                f"chDB could not open {self.path}: {e}. Only one process may own a chDB "
+                "folder; stop the other ClickHouse server or choose another state_dir."
+            ) from e
+        self._root.query(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+        row = self._root.query("SELECT version(), timezone()").data.decode().strip().split("\t")
+        self.version, self.timezone = row[0], row[1]
+        logger.info("chDB %s opened at %s (timezone %s)", self.version, self.path, self.timezone)
+
+    def new_handle(self) -> Handle:
+        """A fresh handle with default settings.
+
+        Raises:
+            ServerError: the engine is closed or refused a new handle.
+        """
+        import chdb
+
+        try:
+            return Handle(chdb.connect(str(self.path)))
+        except Exception as e:
+            raise ServerError.from_engine(e) from e
+
+    # -- sessions ------------------------------------------------------------------
+
+    def session(self, session_id: str, *, user: str, timeout_s: float, check: bool) -> Session:
+        """The session called `session_id` of `user`, created unless `check` is set.
+
+        Raises:
+            ServerError: 372 when `check` is set and it does not exist, 374 for a bad
+                timeout, 373 when another user owns the id.
+        """
+        if not 0 < timeout_s <= MAX_SESSION_TIMEOUT_S:
+            raise ServerError(INVALID_SESSION_TIMEOUT,
+                              f"Invalid session timeout: {timeout_s}, must be in (0, 3600]")
+        self.expire_sessions()
+        with self._sessions_lock:
+            session = self._sessions.get(session_id)
+            if session is not None and session.user != user:
+                raise ServerError(SESSION_IS_LOCKED,
+                                  f"Session {session_id} belongs to another user")
+            if session is None:
+                if check:
+                    raise ServerError(SESSION_NOT_FOUND, f"Session {session_id} not found")
+                session = Session(session_id, user, self.new_handle(), timeout_s)
+                self._sessions[session_id] = session
+            session.timeout_s = timeout_s
+            session.last_used = time.monotonic()
+            return session
+
+    @staticmethod
+    def lock_session(session: Session) -> None:
+        """Take the session's handle for one request.
+
+        Raises:
+            ServerError: 373 SESSION_IS_LOCKED while another request uses it (as ClickHouse).
+        """
+        if not session.handle.lock.acquire(timeout=0.5):
+            raise ServerError(SESSION_IS_LOCKED,
+                              f"Session {session.id} is locked by a concurrent client.")
+
+    def expire_sessions(self) -> None:
+        """Close sessions idle for longer than their timeout."""
+        now = time.monotonic()
+        with self._sessions_lock:
+            expired = [s for s in self._sessions.values()
+                       if now - s.last_used > s.timeout_s and not s.handle.lock.locked()]
+            for session in expired:
+                del self._sessions[session.id]
+        for session in expired:
+            session.handle.close()
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    def close(self) -> None:
+        """Close every session and the engine; data is already on disk."""
+        with self._sessions_lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.handle.close()
+        if self._root is not None:
+            self._root.close()
+            self._root = None
