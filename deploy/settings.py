@@ -36,6 +36,21 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class ProducerSettings(_Section):
+    """How Flywheel's producer SDK batches and waits (librdkafka settings behind it)."""
+
+    linger_ms: int = Field(default=5, ge=0, description="Wait this long to fill a batch.")
+    batch_size_bytes: int = Field(default=1_048_576, ge=1024)
+    queue_max_messages: int = Field(default=100_000, ge=1, description="Local queue bound.")
+    delivery_timeout_ms: int = Field(
+        default=30_000, ge=1000, description="Give up (and report an error) after this long."
+    )
+    enqueue_timeout_s: float = Field(
+        default=60.0, gt=0, description="How long `send` waits for room in a full local queue."
+    )
+    compression: Literal["lz4", "zstd", "snappy", "gzip", "none"] = "lz4"
+
+
 class KafkaSettings(_Section):
     """Apache Kafka: an external cluster, or the local single-node KRaft broker."""
 
@@ -57,6 +72,7 @@ class KafkaSettings(_Section):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     replication_factor: int = Field(default=1, ge=1, description="For topics Flywheel creates.")
+    producer: ProducerSettings = ProducerSettings()
 
     _ports = field_validator("port", "controller_port")(_check_port)
 
@@ -142,6 +158,25 @@ class WarehouseSettings(_Section):
     turns_ttl_days: int = Field(default=365, ge=1, description="chat_turns, feedback, examples.")
     quarantine_ttl_days: int = Field(default=30, ge=1)
     alerts_ttl_days: int = Field(default=365, ge=1)
+
+
+class IngestSettings(_Section):
+    """The HTTP ingest service for backends that cannot speak Kafka."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8088
+    api_keys: list[SecretStr] = Field(
+        default_factory=lambda: [SecretStr("flywheel-dev-key")],
+        description="Accepted keys (Authorization: Bearer KEY or X-API-Key); empty disables auth.",
+    )
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_batch_events: int = Field(default=1000, ge=1)
+    ack_timeout_s: float = Field(
+        default=10.0, gt=0, description="Answer 503 if Kafka has not acknowledged by then."
+    )
+    producer_name: str = "flywheel-ingest"
+
+    _ports = field_validator("port")(_check_port)
 
 
 class TritonSettings(_Section):
@@ -262,6 +297,7 @@ class FlywheelSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     warehouse: WarehouseSettings = WarehouseSettings()
+    ingest: IngestSettings = IngestSettings()
     triton: TritonSettings = TritonSettings()
     prometheus: PrometheusSettings = PrometheusSettings()
     alertmanager: AlertmanagerSettings = AlertmanagerSettings()

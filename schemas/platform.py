@@ -45,10 +45,11 @@ class QuarantinedRecord(Contract):
     """True when the original was longer than 1 MiB and was cut."""
     topic: str = Field(min_length=1, max_length=249)
     """Kafka topic the original was read from."""
-    partition: Annotated[int, Field(ge=0)]
-    """Partition of the original."""
-    offset: Annotated[int, Field(ge=0)]
-    """Offset of the original in its partition."""
+    partition: Annotated[int, Field(ge=0)] | None = None
+    """Partition of the original; None when it was rejected at the HTTP ingest (then `topic`
+    names the route, e.g. `ingest:/v1/events/chat`) and never reached Kafka."""
+    offset: Annotated[int, Field(ge=0)] | None = None
+    """Offset of the original in its partition; None as for `partition`."""
     reasons: list[ReasonCode] = Field(min_length=1)
     """Every reason that applied, most important first."""
     scores: dict[Identifier, float] = Field(default_factory=dict)
