@@ -43,7 +43,6 @@ class PrometheusService(Service):
     """Prometheus scraping Triton, ClickHouse and Flywheel, with the stack's alert rules."""
 
     name = "prometheus"
-    startup_timeout_s = 60.0
 
     @property
     def external(self) -> bool:
@@ -105,7 +104,6 @@ class AlertmanagerService(Service):
     """Alertmanager, single node, routing the stack's alerts to Flywheel's webhook."""
 
     name = "alertmanager"
-    startup_timeout_s = 60.0
 
     @property
     def external(self) -> bool:

@@ -43,7 +43,6 @@ class TritonService(Service):
     """Triton Inference Server with the Python backend, in explicit model-control mode."""
 
     name = "triton"
-    startup_timeout_s = 180.0
 
     @property
     def external(self) -> bool:
@@ -101,6 +100,7 @@ class TritonService(Service):
             StackError: the stub environment could not be created.
         """
         server_dir = _pytriton_server_dir()
+        _tritonserver_binary(server_dir)
         self._install_stub(server_dir)
         self._make_stub_env()
         self.model_repository.mkdir(parents=True, exist_ok=True)
@@ -180,14 +180,8 @@ class TritonService(Service):
         """
         triton = self.settings.triton
         server_dir = _pytriton_server_dir()
-        binary = server_dir / "bin" / "tritonserver"
-        if not binary.is_file():
-            raise MissingToolError(
-                f"no tritonserver binary at {binary}; reinstall nvidia-pytriton with "
-                "`.venv/bin/pip install -c deploy/constraints.txt nvidia-pytriton`"
-            )
         argv = [
-            str(binary),
+            str(_tritonserver_binary(server_dir)),
             f"--model-repository={self.model_repository}",
             "--model-control-mode=explicit",
             f"--backend-directory={self.backends_dir()}",
@@ -232,6 +226,21 @@ def _pytriton_server_dir() -> Path:
             "run `make setup`"
         )
     return Path(spec.origin).parent / "tritonserver"
+
+
+def _tritonserver_binary(server_dir: Path) -> Path:
+    """The tritonserver executable shipped in the pytriton wheel.
+
+    Raises:
+        MissingToolError: the wheel is installed without it.
+    """
+    binary = server_dir / "bin" / "tritonserver"
+    if not binary.is_file():
+        raise MissingToolError(
+            f"no tritonserver binary at {binary}; reinstall nvidia-pytriton with "
+            "`.venv/bin/pip install -c deploy/constraints.txt nvidia-pytriton`"
+        )
+    return binary
 
 
 def _pytriton_libs_dir(server_dir: Path) -> Path:
