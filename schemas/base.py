@@ -7,7 +7,7 @@ import hmac
 import re
 import unicodedata
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -67,6 +67,12 @@ Text = Annotated[
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=_ID_PATTERN)]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 UserHash = Annotated[str, AfterValidator(_is_user_hash)]
+
+
+#: Enums accept their string values from Python code too (strict mode alone would demand
+#: enum instances there); nothing else is coerced.
+def lax_enum() -> Any:
+    return Field(strict=False)
 
 
 def hash_user_id(raw_user_id: str, *, salt: bytes) -> str:

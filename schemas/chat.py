@@ -16,6 +16,7 @@ from schemas.base import (
     Text,
     UserHash,
     UtcDatetime,
+    lax_enum,
     utc_now,
 )
 
@@ -39,7 +40,7 @@ class ChatEvent(Contract):
     """The conversation the turn belongs to (the Kafka key)."""
     turn_index: Annotated[int, Field(ge=0, le=100_000)]
     """Position of the turn in its conversation, from 0."""
-    role: Role
+    role: Annotated[Role, lax_enum()]
     """`user`, `assistant` or `system`."""
     text: Text
     """What was said, at most 32,000 characters, without control characters."""

@@ -8,7 +8,15 @@ from uuid import UUID, uuid4
 
 from pydantic import Field, model_validator
 
-from schemas.base import Contract, Identifier, Text, UserHash, UtcDatetime, utc_now
+from schemas.base import (
+    Contract,
+    Identifier,
+    Text,
+    UserHash,
+    UtcDatetime,
+    lax_enum,
+    utc_now,
+)
 
 
 class FeedbackKind(StrEnum):
@@ -40,13 +48,13 @@ class FeedbackEvent(Contract):
     """The conversation of the rated turn (the Kafka key)."""
     turn_event_id: UUID
     """`event_id` of the assistant `ChatEvent` this feedback rates."""
-    kind: FeedbackKind
+    kind: Annotated[FeedbackKind, lax_enum()]
     """`thumbs_up`, `thumbs_down`, `rating`, `correction` or `flag`."""
     rating: Annotated[int, Field(ge=1, le=5)] | None = None
     """1 (worst) to 5 (best); required for `rating`, absent otherwise."""
     correction: Text | None = None
     """The answer the user wanted; required for `correction`, absent otherwise."""
-    flag_reasons: list[FlagReason] = Field(default_factory=list, max_length=len(FlagReason))
+    flag_reasons: list[Annotated[FlagReason, lax_enum()]] = Field(default_factory=list, max_length=len(FlagReason))
     """Why the answer was flagged; at least one for `flag`, none otherwise."""
     comment: Annotated[str, Field(max_length=2_000)] | None = None
     """Optional free text from the user."""

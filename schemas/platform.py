@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 
 from pydantic import Field, model_validator
 
-from schemas.base import Contract, Identifier, UtcDatetime, utc_now
+from schemas.base import Contract, Identifier, UtcDatetime, lax_enum, utc_now
 
 #: Largest original payload kept in a quarantine event (larger ones are truncated and flagged).
 MAX_QUARANTINE_BYTES = 1_048_576
@@ -50,7 +50,7 @@ class QuarantinedRecord(Contract):
     names the route, e.g. `ingest:/v1/events/chat`) and never reached Kafka."""
     offset: Annotated[int, Field(ge=0)] | None = None
     """Offset of the original in its partition; None as for `partition`."""
-    reasons: list[ReasonCode] = Field(min_length=1)
+    reasons: list[Annotated[ReasonCode, lax_enum()]] = Field(min_length=1)
     """Every reason that applied, most important first."""
     scores: dict[Identifier, float] = Field(default_factory=dict)
     """Scores behind the decision, e.g. `toxicity: 0.93`."""
@@ -131,7 +131,7 @@ class Alert(Contract):
     """Alert rule name, e.g. `FlywheelEmbeddingDrift`."""
     status: Literal["firing", "resolved"]
     """Whether the condition holds now."""
-    severity: Severity
+    severity: Annotated[Severity, lax_enum()]
     """`info`, `warning` or `critical`."""
     summary: str = Field(min_length=1, max_length=1_000)
     """One line: what is wrong and how bad."""

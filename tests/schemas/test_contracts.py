@@ -161,3 +161,12 @@ def test_arbitrary_bytes_never_crash_the_parser(data: bytes) -> None:
 def test_event_json_round_trip_keeps_every_field() -> None:
     event = parse_event(ChatEvent, chat(metadata={"app": "ios", "n": 3, "ok": True}))
     assert parse_event(ChatEvent, json.loads(event.model_dump_json())) == event
+
+
+def test_python_callers_may_pass_enum_values_as_strings_but_not_other_types() -> None:
+    event = ChatEvent(conversation_id="c", turn_index=0, role="user", text="hi",  # type: ignore[arg-type]
+                      tenant="acme")
+    assert event.role.value == "user"
+    with pytest.raises(ValueError, match="turn_index"):
+        ChatEvent(conversation_id="c", turn_index="0", role="user", text="hi",  # type: ignore[arg-type]
+                  tenant="acme")
