@@ -54,7 +54,9 @@ class FeedbackEvent(Contract):
     """1 (worst) to 5 (best); required for `rating`, absent otherwise."""
     correction: Text | None = None
     """The answer the user wanted; required for `correction`, absent otherwise."""
-    flag_reasons: list[Annotated[FlagReason, lax_enum()]] = Field(default_factory=list, max_length=len(FlagReason))
+    flag_reasons: list[Annotated[FlagReason, lax_enum()]] = Field(
+        default_factory=list, max_length=len(FlagReason)
+    )
     """Why the answer was flagged; at least one for `flag`, none otherwise."""
     comment: Annotated[str, Field(max_length=2_000)] | None = None
     """Optional free text from the user."""
