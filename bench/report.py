@@ -1,0 +1,34 @@
+"""Write benchmark figures into BENCHMARKS.md, one section per benchmark."""
+
+from __future__ import annotations
+
+import platform
+import re
+import statistics
+from datetime import UTC, datetime
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+
+
+def machine() -> str:
+    import os
+
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def write_section(title: str, body: str, *, path: Path = BENCHMARKS) -> None:
+    """Replace (or append) the `## title` section of BENCHMARKS.md with `body`."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+    section = f"## {title}\n\n_Measured {stamp} on {machine()}._\n\n{body.strip()}\n"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: section + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text.rstrip("\n") + "\n")
