@@ -32,7 +32,8 @@ def clickhouse(
     try:
         running: Callable[..., Supervisor] = request.getfixturevalue("running")
     except ModuleNotFoundError:
-        supervisor = Supervisor([ClickHouseService(settings)], stop_timeout_s=settings.stop_timeout_s)
+        supervisor = Supervisor([ClickHouseService(settings)],
+                                stop_timeout_s=settings.stop_timeout_s)
         supervisor.up()
         try:
             yield settings

@@ -21,7 +21,9 @@ SCHEMA = """(
     id UInt64, uid UUID, ts DateTime64(6, 'UTC'), topic LowCardinality(String),
     tags Array(String), attrs Map(String, Float64), score Nullable(Float32), text String
 ) ENGINE = MergeTree ORDER BY id"""
-TEXTS = ["hello", "héllo wörld", "日本語のテキスト", "emoji 🚀🔥", "", "tab\tand\nnewline", "'quote\""]
+TEXTS = [
+    "hello", "héllo wörld", "日本語のテキスト", "emoji 🚀🔥", "", "tab\tand\nnewline", "'quote\"",
+]
 
 
 def make_rows(n: int, *, start: int = 0) -> list[list[Any]]:
@@ -59,7 +61,8 @@ def test_a_100k_row_native_insert_reads_back_value_for_value(
         client.command(f"CREATE TABLE {unique_name} {SCHEMA}")
         summary = client.insert(unique_name, rows, column_names=COLUMNS)
         assert summary.written_rows == 100_000
-        back = client.query(f"SELECT {', '.join(COLUMNS)} FROM {unique_name} ORDER BY id").result_rows
+        query = f"SELECT {', '.join(COLUMNS)} FROM {unique_name} ORDER BY id"
+        back = client.query(query).result_rows
     assert len(back) == len(rows)
     for got, want in zip(back, rows, strict=True):
         got = list(got)

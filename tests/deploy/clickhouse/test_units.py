@@ -23,7 +23,7 @@ from deploy.settings import FlywheelSettings
         (b"INSERT INTO t SETTINGS async_insert=0 FORMAT TSV\n1\n",
          b"INSERT INTO t SETTINGS async_insert=0", "TSV", b"1\n"),
         (b"INSERT INTO t VALUES ('FORMAT x')", b"INSERT INTO t VALUES ('FORMAT x')", None, b""),
-        (b"-- note\nINSERT INTO t SELECT 1 FORMAT TSV", b"-- note\nINSERT INTO t SELECT 1 FORMAT TSV",
+        (b"-- c\nINSERT INTO t SELECT 1 FORMAT TSV", b"-- c\nINSERT INTO t SELECT 1 FORMAT TSV",
          None, b""),
     ],
 )
