@@ -1,0 +1,28 @@
+"""Errors raised by Flywheel's stream code: topics, producers and processors."""
+
+from __future__ import annotations
+
+from schemas.errors import FlywheelError
+
+
+class StreamsError(FlywheelError):
+    """Base class of the errors of the `streams` package."""
+
+
+class KafkaUnavailableError(StreamsError):
+    """The Kafka cluster could not be reached or did not answer in time."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        #: librdkafka's error code (`confluent_kafka.KafkaError`), when Kafka gave one.
+        self.code = code
+
+
+class TopicError(StreamsError):
+    """A topic could not be created, or an existing one does not match the registry."""
+
+    def __init__(self, message: str, *, topic: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.topic = topic
+        #: librdkafka's error code (`confluent_kafka.KafkaError`), when Kafka gave one.
+        self.code = code
