@@ -26,3 +26,19 @@ class TopicError(StreamsError):
         self.topic = topic
         #: librdkafka's error code (`confluent_kafka.KafkaError`), when Kafka gave one.
         self.code = code
+
+
+class DeliveryError(StreamsError):
+    """Kafka did not take one or more events; `reports` holds each failed delivery."""
+
+    def __init__(self, message: str, *, reports: list[object]) -> None:
+        super().__init__(message)
+        self.reports = reports
+
+
+class EnqueueTimeoutError(StreamsError):
+    """The producer's local queue stayed full too long; the event was not queued."""
+
+
+class ProducerClosedError(StreamsError):
+    """The producer was closed; create a new one to send more events."""
