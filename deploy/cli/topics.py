@@ -50,8 +50,9 @@ def _render(states: list[TopicState], *, title: str, present: str) -> None:
     table = Table(title=title)
     table.add_column("topic", no_wrap=True)
     table.add_column("key", min_width=12)
-    for column in ("partitions", "retention", "cleanup", "state"):
-        table.add_column(column, no_wrap=True)
+    for column in ("partitions", "retention", "cleanup"):
+        table.add_column(column)
+    table.add_column("state", no_wrap=True)
     for state in states:
         spec = state.spec
         if state.created:
