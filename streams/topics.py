@@ -238,7 +238,7 @@ def ensure_topics(
 def _admin(settings: FlywheelSettings) -> AdminClient:
     # librdkafka logs connection failures to stderr by itself; send them to logging,
     # the caller gets a KafkaUnavailableError that says what to do.
-    return AdminClient({**settings.kafka.client_config(), "logger": logger})
+    return AdminClient(settings.kafka.client_config(), logger=logger)
 
 
 def _unreachable(settings: FlywheelSettings, detail: str) -> str:
