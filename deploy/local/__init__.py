@@ -1,1 +1,1 @@
-"""The local stack: real Kafka, ClickHouse (chDB), Triton, Prometheus and Alertmanager on one machine."""
+"""The local stack: real Kafka, ClickHouse (chDB), Triton, Prometheus and Alertmanager."""

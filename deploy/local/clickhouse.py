@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from deploy.local.service import Health, LaunchSpec, PortSpec, Service, http_health
+from deploy.settings import env_var_for
 
 
 class ClickHouseService(Service):
@@ -26,7 +27,7 @@ class ClickHouseService(Service):
 
     def ports(self) -> list[PortSpec]:
         ch = self.settings.clickhouse
-        return [PortSpec(ch.host, ch.port, "clickhouse.port")]
+        return [PortSpec(ch.host, ch.port, env_var_for(("clickhouse", "port")))]
 
     def launch_spec(self) -> LaunchSpec:
         from deploy.clickhouse.config import SETTINGS_ENV, settings_to_json

@@ -1,0 +1,317 @@
+"""The producer SDK for product backends: chat events and feedback into Kafka, never dropped.
+
+    from streams.producer import ChatEventProducer
+
+    with ChatEventProducer(settings, producer_name="support-bot") as producer:
+        producer.send(event)                       # queued; errors surface on flush/close
+        report = producer.send_and_wait(event)     # blocks until the broker acknowledged
+        report = await producer.send_async(event)  # the same from asyncio code
+
+Behind it is one idempotent confluent-kafka producer (`acks=all`, no duplicates on retry)
+that batches and compresses. When the local queue is full, `send` waits for room instead
+of dropping; every delivery is reported, and a failed one raises `DeliveryError` from the
+call that waits for it (`send_and_wait`, `send_async`, `flush` or `close`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
+from uuid import UUID
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from schemas.base import Contract
+from schemas.chat import ChatEvent
+from schemas.envelope import encode
+from schemas.feedback import FeedbackEvent
+from streams.errors import DeliveryError, EnqueueTimeoutError, ProducerClosedError
+from streams.topics import CHAT_EVENTS, FEEDBACK_EVENTS
+
+if TYPE_CHECKING:
+    from deploy.settings import KafkaSettings
+
+logger = logging.getLogger(__name__)
+
+EventT = TypeVar("EventT", bound=Contract)
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """Where the broker stored one event, or why it could not."""
+
+    event_id: UUID
+    topic: str
+    partition: int
+    offset: int
+    error: KafkaError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+DeliveryCallback = Callable[[DeliveryReport], None]
+
+
+class EventProducer(Generic[EventT]):
+    """Sends one kind of event to its topic, keyed by conversation id."""
+
+    topic: ClassVar[str]
+    event_type: ClassVar[type[Contract]]
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        producer_name: str,
+        topic: str | None = None,
+        config_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._producer_name = producer_name
+        self._topic = topic or self.topic
+        self._overrides = dict(config_overrides or {})
+        self._producer: Producer | None = None
+        self._poller: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+        self._failures: list[DeliveryReport] = []
+        self._failures_lock = threading.Lock()
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _client(self) -> Producer:
+        """The confluent-kafka producer, created on first use (never in the constructor)."""
+        if self._closed:
+            raise ProducerClosedError("this producer is closed; create a new one")
+        if self._producer is None:
+            with self._lock:
+                if self._producer is None:
+                    self._producer = Producer(self._config())
+                    self._poller = threading.Thread(
+                        target=self._poll_loop, name=f"flywheel-producer-{self._topic}",
+                        daemon=True,
+                    )
+                    self._poller.start()
+        return self._producer
+
+    def _config(self) -> dict[str, Any]:
+        options = self._settings.producer
+        config = {
+            **self._settings.client_config(),
+            "client.id": self._producer_name,
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": options.compression,
+            "linger.ms": options.linger_ms,
+            "batch.size": options.batch_size_bytes,
+            "queue.buffering.max.messages": options.queue_max_messages,
+            "delivery.timeout.ms": options.delivery_timeout_ms,
+        }
+        config.update(self._overrides)
+        return config
+
+    def _poll_loop(self) -> None:
+        # Serves delivery callbacks in the background so `send` never has to.
+        producer = self._producer
+        assert producer is not None
+        while not self._closing.is_set():
+            producer.poll(0.1)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait until every queued event is delivered or failed.
+
+        Raises:
+            DeliveryError: some events could not be delivered (listed in `.reports`), or
+                events were still queued when the timeout passed.
+        """
+        if self._producer is not None:
+            remaining = self._producer.flush(-1 if timeout_s is None else timeout_s)
+            if remaining:
+                raise DeliveryError(
+                    f"{remaining} events still queued for {self._topic} after {timeout_s} s; "
+                    "is Kafka reachable? (flywheel stack status)",
+                    reports=[],
+                )
+        self._raise_failures()
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Flush, then release the client. Idempotent.
+
+        Raises:
+            DeliveryError: as `flush`.
+        """
+        if self._closed:
+            return
+        try:
+            self.flush(timeout_s)
+        finally:
+            self._closing.set()
+            if self._poller is not None:
+                self._poller.join()
+            self._closed = True
+            self._producer = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.close)
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send(self, event: EventT, *, on_delivery: DeliveryCallback | None = None) -> None:
+        """Queue one event; waits while the local queue is full, never drops it.
+
+        `on_delivery` is called from a background thread once the broker answered. Without
+        it, a failed delivery is raised by the next `flush` or `close`.
+
+        Raises:
+            TypeError: the event is not of this producer's type.
+            EnqueueTimeoutError: the queue stayed full for `kafka.producer.enqueue_timeout_s`.
+        """
+        if not isinstance(event, self.event_type):
+            raise TypeError(
+                f"{type(self).__name__} sends {self.event_type.__name__}, "
+                f"not {type(event).__name__}"
+            )
+        value = encode(event, producer=self._producer_name)
+        key = self.key_of(event)
+        event_id: UUID = event.event_id  # type: ignore[attr-defined]
+
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            report = DeliveryReport(
+                event_id=event_id,
+                topic=message.topic() or self._topic,
+                partition=message.partition() or 0,
+                offset=message.offset() if error is None else -1,
+                error=error,
+            )
+            if error is not None and on_delivery is None:
+                logger.warning("delivery of %s to %s failed: %s", event_id, self._topic, error)
+                with self._failures_lock:
+                    self._failures.append(report)
+            if on_delivery is not None:
+                on_delivery(report)
+
+        self._produce(key, value, delivered)
+
+    def key_of(self, event: EventT) -> bytes:
+        """The Kafka key: the conversation id, so a conversation stays on one partition."""
+        return str(event.conversation_id).encode()  # type: ignore[attr-defined]
+
+    def _produce(self, key: bytes, value: bytes, callback: Callable[..., None]) -> None:
+        producer = self._client()
+        deadline = time.monotonic() + self._settings.producer.enqueue_timeout_s
+        while True:
+            try:
+                producer.produce(self._topic, value=value, key=key, on_delivery=callback)
+                return
+            except BufferError:
+                # Backpressure: the local queue is full; wait for deliveries to free room.
+                if time.monotonic() >= deadline:
+                    raise EnqueueTimeoutError(
+                        f"the local queue for {self._topic} stayed full for "
+                        f"{self._settings.producer.enqueue_timeout_s} s; Kafka is slow or "
+                        "unreachable. Raise kafka.producer.queue_max_messages or "
+                        "kafka.producer.enqueue_timeout_s, or check `flywheel stack status`"
+                    ) from None
+                time.sleep(0.01)
+            except KafkaException as e:
+                raise DeliveryError(f"could not queue an event for {self._topic}: {e}",
+                                    reports=[]) from e
+
+    def send_and_wait(self, event: EventT, *, timeout_s: float | None = None) -> DeliveryReport:
+        """Send one event and block until the broker acknowledged it.
+
+        Raises:
+            DeliveryError: the broker did not take it (with the Kafka error and its code).
+        """
+        done = threading.Event()
+        result: list[DeliveryReport] = []
+
+        def on_delivery(report: DeliveryReport) -> None:
+            result.append(report)
+            done.set()
+
+        self.send(event, on_delivery=on_delivery)
+        limit_s = timeout_s or self._settings.producer.delivery_timeout_ms / 1000 + 5
+        if not done.wait(limit_s):
+            raise DeliveryError(
+                f"no delivery report for {self._topic} within {limit_s} s", reports=[]
+            )
+        return _checked(result[0])
+
+    async def send_async(self, event: EventT) -> DeliveryReport:
+        """Send one event from asyncio code and await the broker's acknowledgement.
+
+        Raises:
+            DeliveryError: the broker did not take it.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[DeliveryReport] = loop.create_future()
+
+        def on_delivery(report: DeliveryReport) -> None:
+            loop.call_soon_threadsafe(_resolve, future, report)
+
+        # `send` may block on backpressure: keep it off the event loop.
+        await asyncio.to_thread(self.send, event, on_delivery=on_delivery)
+        return _checked(await future)
+
+    def _raise_failures(self) -> None:
+        with self._failures_lock:
+            failures, self._failures = self._failures, []
+        if failures:
+            first = failures[0].error
+            raise DeliveryError(
+                f"{len(failures)} events could not be delivered to {self._topic}: {first}",
+                reports=failures,
+            )
+
+
+def _resolve(future: asyncio.Future[DeliveryReport], report: DeliveryReport) -> None:
+    if not future.done():
+        future.set_result(report)
+
+
+def _checked(report: DeliveryReport) -> DeliveryReport:
+    if report.error is not None:
+        raise DeliveryError(
+            f"event {report.event_id} was not delivered to {report.topic}: {report.error}",
+            reports=[report],
+        )
+    return report
+
+
+class ChatEventProducer(EventProducer[ChatEvent]):
+    """Sends `ChatEvent`s to the chat events topic."""
+
+    topic = CHAT_EVENTS.name
+    event_type = ChatEvent
+
+
+class FeedbackProducer(EventProducer[FeedbackEvent]):
+    """Sends `FeedbackEvent`s to the feedback topic."""
+
+    topic = FEEDBACK_EVENTS.name
+    event_type = FeedbackEvent
