@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
 
 from schemas.base import Contract
 from schemas.chat import ChatEvent
@@ -75,6 +76,16 @@ def create_app(settings: FlywheelSettings) -> FastAPI:
                 logger.error("ingest: events still undelivered at shutdown: %s", e)
 
     app = FastAPI(title="Flywheel ingest", version="1", description=__doc__, lifespan=lifespan)
+    registry = CollectorRegistry()
+    requests_total = Counter("flywheel_ingest_requests", "Ingest requests by route and status.",
+                             ["route", "status"], registry=registry)
+    events_total = Counter("flywheel_ingest_events", "Events acknowledged by Kafka, by kind.",
+                           ["kind"], registry=registry)
+    latency_s = Histogram("flywheel_ingest_request_duration_seconds",
+                          "Ingest request latency, Kafka acknowledgement included.", ["route"],
+                          registry=registry,
+                          buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+    app.mount("/metrics", make_asgi_app(registry=registry))
 
     def authorized(request: Request) -> bool:
         if not keys:
@@ -147,6 +158,13 @@ def create_app(settings: FlywheelSettings) -> FastAPI:
         return [str(e.event_id) for e in events]  # type: ignore[attr-defined]
 
     async def handle(request: Request, model: type[Contract], *, batch: bool) -> JSONResponse:
+        route = request.url.path
+        with latency_s.labels(route).time():
+            response = await answer(request, model, batch=batch)
+        requests_total.labels(route, str(response.status_code)).inc()
+        return response
+
+    async def answer(request: Request, model: type[Contract], *, batch: bool) -> JSONResponse:
         if not authorized(request):
             return JSONResponse(
                 {"errors": [_problem("(auth)", "missing or wrong API key; send "
@@ -168,6 +186,7 @@ def create_app(settings: FlywheelSettings) -> FastAPI:
                 {"errors": [_problem("(kafka)", "Kafka is unavailable; retry later", "kafka")]},
                 status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)},
             )
+        events_total.labels(model.__name__).inc(len(accepted))
         return JSONResponse({"accepted": accepted}, status_code=202)
 
     for path, model in (("/v1/events/chat", ChatEvent), ("/v1/events/feedback", FeedbackEvent)):

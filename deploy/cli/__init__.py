@@ -55,7 +55,16 @@ def get_settings(ctx: typer.Context) -> FlywheelSettings:
 
 def _register() -> None:
     # Each command group lives in its own module and adds itself to `app`.
-    from deploy.cli import clickhouse, config, demo, schemas, stack, topics, warehouse  # noqa: F401
+    from deploy.cli import (  # noqa: F401
+        clickhouse,
+        config,
+        demo,
+        ingest,
+        schemas,
+        stack,
+        topics,
+        warehouse,
+    )
 
 
 _register()

@@ -164,3 +164,12 @@ def test_hostile_payloads_get_a_clear_4xx_never_a_500(
     if response.status_code != 202:
         errors = response.json()["errors"]
         assert errors and all(e["field"] and e["message"] for e in errors)
+
+
+def test_metrics_count_requests_by_route_and_status(client: TestClient) -> None:
+    client.post("/v1/events/chat", json=chat_payload(), headers=KEY)
+    client.post("/v1/events/chat", json=chat_payload(role="robot"), headers=KEY)
+    text = client.get("/metrics/").text
+    assert 'flywheel_ingest_requests_total{route="/v1/events/chat",status="202"}' in text
+    assert 'flywheel_ingest_requests_total{route="/v1/events/chat",status="422"}' in text
+    assert 'flywheel_ingest_events_total{kind="ChatEvent"}' in text
