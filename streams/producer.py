@@ -16,6 +16,7 @@ call that waits for it (`send_and_wait`, `send_async`, `flush` or `close`).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -197,24 +198,36 @@ class EventProducer(Generic[EventT]):
             )
         value = encode(event, producer=self._producer_name)
         key = self.key_of(event)
+        if on_delivery is None:
+            # The hot path: one shared callback, no per-event closure.
+            self._produce(key, value, self._record_failure)
+            return
         event_id: UUID = event.event_id  # type: ignore[attr-defined]
 
         def delivered(error: KafkaError | None, message: Message) -> None:
-            report = DeliveryReport(
-                event_id=event_id,
-                topic=message.topic() or self._topic,
-                partition=message.partition() or 0,
-                offset=message.offset() if error is None else -1,
-                error=error,
-            )
-            if error is not None and on_delivery is None:
-                logger.warning("delivery of %s to %s failed: %s", event_id, self._topic, error)
-                with self._failures_lock:
-                    self._failures.append(report)
-            if on_delivery is not None:
-                on_delivery(report)
+            on_delivery(self._report(event_id, error, message))
 
         self._produce(key, value, delivered)
+
+    def _report(
+        self, event_id: UUID, error: KafkaError | None, message: Message
+    ) -> DeliveryReport:
+        return DeliveryReport(
+            event_id=event_id,
+            topic=message.topic() or self._topic,
+            partition=message.partition() or 0,
+            offset=message.offset() if error is None else -1,
+            error=error,
+        )
+
+    def _record_failure(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            return
+        # Failures are rare: recover the event id from the payload only then.
+        event_id = UUID(json.loads(message.value() or b"{}")["payload"]["event_id"])
+        logger.warning("delivery of %s to %s failed: %s", event_id, self._topic, error)
+        with self._failures_lock:
+            self._failures.append(self._report(event_id, error, message))
 
     def key_of(self, event: EventT) -> bytes:
         """The Kafka key: the conversation id, so a conversation stays on one partition."""

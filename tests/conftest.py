@@ -16,32 +16,45 @@ from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings
 
 # Test ports: the defaults + 20000 (e.g. Kafka 29092, ClickHouse 28123, Triton 28000).
+# Two test sessions at once on one machine pass different --stack-port-offset values.
 PORT_OFFSET = 20000
 
 
-def make_test_settings(state_dir: Path, **overrides: object) -> FlywheelSettings:
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--stack-port-offset", type=int, default=PORT_OFFSET,
+        help="Added to every default port of the test stack (default 20000).",
+    )
+
+
+def make_test_settings(
+    state_dir: Path, *, port_offset: int = PORT_OFFSET, **overrides: object
+) -> FlywheelSettings:
     defaults = FlywheelSettings()
     sections = {
         "kafka": defaults.kafka.model_copy(
-            update={"port": defaults.kafka.port + PORT_OFFSET,
-                    "controller_port": defaults.kafka.controller_port + PORT_OFFSET}
+            update={"port": defaults.kafka.port + port_offset,
+                    "controller_port": defaults.kafka.controller_port + port_offset}
         ),
         "clickhouse": defaults.clickhouse.model_copy(
-            update={"port": defaults.clickhouse.port + PORT_OFFSET}
+            update={"port": defaults.clickhouse.port + port_offset}
         ),
         "triton": defaults.triton.model_copy(
-            update={"http_port": defaults.triton.http_port + PORT_OFFSET,
-                    "grpc_port": defaults.triton.grpc_port + PORT_OFFSET,
-                    "metrics_port": defaults.triton.metrics_port + PORT_OFFSET}
+            update={"http_port": defaults.triton.http_port + port_offset,
+                    "grpc_port": defaults.triton.grpc_port + port_offset,
+                    "metrics_port": defaults.triton.metrics_port + port_offset}
         ),
         "prometheus": defaults.prometheus.model_copy(
-            update={"port": defaults.prometheus.port + PORT_OFFSET}
+            update={"port": defaults.prometheus.port + port_offset}
         ),
         "alertmanager": defaults.alertmanager.model_copy(
-            update={"port": defaults.alertmanager.port + PORT_OFFSET}
+            update={"port": defaults.alertmanager.port + port_offset}
         ),
         "metrics": defaults.metrics.model_copy(
-            update={"port": defaults.metrics.port + PORT_OFFSET}
+            update={"port": defaults.metrics.port + port_offset}
+        ),
+        "ingest": defaults.ingest.model_copy(
+            update={"port": defaults.ingest.port + port_offset}
         ),
     }
     sections.update(overrides)
@@ -49,9 +62,14 @@ def make_test_settings(state_dir: Path, **overrides: object) -> FlywheelSettings
 
 
 @pytest.fixture(scope="session")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> FlywheelSettings:
+def settings(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> FlywheelSettings:
     """Settings for the session's test stack."""
-    return make_test_settings(tmp_path_factory.mktemp("flywheel-state"))
+    return make_test_settings(
+        tmp_path_factory.mktemp("flywheel-state"),
+        port_offset=pytestconfig.getoption("--stack-port-offset"),
+    )
 
 
 @pytest.fixture(scope="session")
