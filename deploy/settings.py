@@ -272,6 +272,20 @@ class MetricsSettings(_Section):
     _ports = field_validator("port")(_check_port)
 
 
+class ModelSettings(_Section):
+    """The served chat model: its Triton name and the base model adapters apply to."""
+
+    name: str = Field(
+        default="flywheel-chat", pattern=r"^[A-Za-z0-9_-]+$",
+        description="Triton model name, and `model` on chat events.",
+    )
+    base_model_path: Path | None = Field(
+        default=None,
+        description="A Hugging Face causal LM folder; default <cache_dir>/base-model, "
+        "built by `flywheel trainer bootstrap`.",
+    )
+
+
 class FlywheelSettings(BaseSettings):
     """Every address, path, port, credential and threshold Flywheel uses."""
 
@@ -302,6 +316,7 @@ class FlywheelSettings(BaseSettings):
     prometheus: PrometheusSettings = PrometheusSettings()
     alertmanager: AlertmanagerSettings = AlertmanagerSettings()
     metrics: MetricsSettings = MetricsSettings()
+    model: ModelSettings = ModelSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -320,6 +335,9 @@ class FlywheelSettings(BaseSettings):
 
     def kafka_jars_dir(self) -> Path:
         return (self.kafka.jars_dir or self.cache_dir / f"kafka-{self.kafka.version}").expanduser()
+
+    def base_model_path(self) -> Path:
+        return (self.model.base_model_path or self.cache_dir / "base-model").expanduser()
 
     def triton_model_repository(self) -> Path:
         path = self.triton.model_repository or self.state_path / "triton" / "models"
