@@ -286,6 +286,63 @@ class ModelSettings(_Section):
     )
 
 
+class TrainerSettings(_Section):
+    """LoRA fine-tuning on curated windows, the evaluation gate and continuous mode."""
+
+    lora_rank: int = Field(default=8, ge=1, description="LoRA rank r; must be at least 1.")
+    lora_alpha: int = Field(default=16, ge=1)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(
+        default=None, description="Module names LoRA wraps; default: peft's choice per model type."
+    )
+    learning_rate: float = Field(default=2e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_steps: int = Field(default=10, ge=0)
+    batch_size: int = Field(default=8, ge=1, description="Packed sequences per micro-batch.")
+    grad_accumulation_steps: int = Field(default=1, ge=1)
+    sequence_length_tokens: int = Field(default=128, ge=16)
+    max_steps: int = Field(default=300, ge=1, description="Optimizer steps at most.")
+    max_epochs: int = Field(default=4, ge=1)
+    eval_every_steps: int = Field(default=20, ge=1)
+    early_stopping_patience: int = Field(
+        default=3, ge=1, description="Stop after this many evaluations without a better loss."
+    )
+    checkpoint_every_steps: int = Field(default=50, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads; default torch's."
+    )
+    search_learning_rates: list[float] = Field(
+        default_factory=list, description="Optional search: learning rates to try on the window."
+    )
+    search_ranks: list[int] = Field(default_factory=list, description="Optional search: ranks.")
+    validation_fraction: float = Field(default=0.2, gt=0, lt=1)
+    max_examples_per_topic: int = Field(default=5_000, ge=1)
+    thumbs_down: Literal["exclude", "negative"] = Field(
+        default="negative",
+        description="Never trained on; `negative` also reports their perplexity in the gate.",
+    )
+    window_s: int = Field(
+        default=3600, ge=1, description="Windows are [k*window_s, (k+1)*window_s)."
+    )
+    window_grace_s: int = Field(default=60, ge=0, description="Wait for late rows after a close.")
+    min_new_examples: int = Field(default=50, ge=1, description="`watch` trains from this many.")
+    watch_poll_interval_s: float = Field(default=30.0, gt=0)
+    regression_tolerance: float = Field(
+        default=0.05, ge=0, description="Allowed relative perplexity rise on the regression set."
+    )
+    min_improvement: float = Field(
+        default=0.0, ge=0, description="Required relative perplexity drop on the new data."
+    )
+    toxicity_tolerance: float = Field(default=0.02, ge=0, description="Allowed toxicity rise.")
+    eval_generations: int = Field(default=16, ge=0, description="Generations for BLEU/toxicity.")
+    max_new_tokens: int = Field(default=32, ge=1)
+    runs_dir: Path | None = Field(
+        default=None, description="Checkpoints and run files; default <state_dir>/trainer/runs."
+    )
+
+
 class FlywheelSettings(BaseSettings):
     """Every address, path, port, credential and threshold Flywheel uses."""
 
@@ -317,6 +374,7 @@ class FlywheelSettings(BaseSettings):
     alertmanager: AlertmanagerSettings = AlertmanagerSettings()
     metrics: MetricsSettings = MetricsSettings()
     model: ModelSettings = ModelSettings()
+    trainer: TrainerSettings = TrainerSettings()
 
     @classmethod
     def settings_customise_sources(
