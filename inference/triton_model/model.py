@@ -1,0 +1,1 @@
+"""Triton Python-backend model for Flywheel chat (filled in by the next commit)."""
