@@ -343,6 +343,52 @@ class TrainerSettings(_Section):
     )
 
 
+class InferenceSettings(_Section):
+    """Serving: the Triton model's shape, the hot-swap controller and the OpenAI-style gateway."""
+
+    gateway_host: str = "127.0.0.1"
+    gateway_port: Port = 8090
+    api_keys: list[SecretStr] = Field(
+        default_factory=lambda: [SecretStr("flywheel-dev-key")],
+        description="Gateway keys (Authorization: Bearer KEY); empty disables auth.",
+    )
+    tenant: str = Field(default="gateway", min_length=1, description="Tenant on chat events.")
+    gateway_producer_name: str = "flywheel-gateway"
+    max_new_tokens: int = Field(default=32, ge=1, le=1024, description="When a request says none.")
+    temperature: float = Field(default=0.0, ge=0, le=2, description="0 = greedy.")
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    request_timeout_s: float = Field(default=30.0, gt=0, description="Gateway -> Triton.")
+    retry_after_s: int = Field(default=5, ge=1, description="Retry-After on a 503.")
+    max_batch_size: int = Field(default=8, ge=1, description="Triton dynamic batching.")
+    max_queue_delay_us: int = Field(default=2000, ge=0)
+    instance_count: int = Field(default=1, ge=1, description="Model instances per version.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int = Field(
+        default=1, ge=1, description="Per instance; 1 keeps swaps clean on small CPUs."
+    )
+    controller_group_id: str = "flywheel-inference-controller"
+    load_timeout_s: float = Field(default=120.0, gt=0, description="Load + ready of a version.")
+    warmup_requests: int = Field(default=2, ge=0)
+    routing_poll_interval_s: float = Field(
+        default=0.2, gt=0, description="How often the gateway rereads routing.json."
+    )
+    drain_s: float = Field(
+        default=1.0, ge=0, description="Wait after switching before unloading the old version."
+    )
+    canary_share: float = Field(
+        default=0.0, ge=0, le=1, description="Share of traffic a new version gets first; 0 = none."
+    )
+    canary_window_s: float = Field(default=60.0, gt=0)
+    canary_min_requests: int = Field(default=20, ge=1)
+    canary_max_p99_ratio: float = Field(
+        default=1.5, gt=1, description="Roll back when canary p99 exceeds live p99 by this."
+    )
+    canary_max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    canary_max_negative_feedback_rate: float = Field(default=0.5, ge=0, le=1)
+
+    _ports = field_validator("gateway_port")(_check_port)
+
+
 class FlywheelSettings(BaseSettings):
     """Every address, path, port, credential and threshold Flywheel uses."""
 
@@ -374,6 +420,7 @@ class FlywheelSettings(BaseSettings):
     alertmanager: AlertmanagerSettings = AlertmanagerSettings()
     metrics: MetricsSettings = MetricsSettings()
     model: ModelSettings = ModelSettings()
+    inference: InferenceSettings = InferenceSettings()
     trainer: TrainerSettings = TrainerSettings()
 
     @classmethod
