@@ -16,11 +16,13 @@ Compatibility policy:
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from schemas.base import Contract, Identifier, UtcDatetime, utc_now
 from schemas.chat import ChatEvent
@@ -59,25 +61,50 @@ class Envelope(Contract, Generic[EventT]):
     """The event itself."""
 
 
+_KIND_OF: dict[type[Contract], str] = {model: kind for kind, (model, _) in KINDS.items()}
+_PRODUCER = TypeAdapter(Identifier)
+
+
 def kind_of(model: type[Contract]) -> str:
     """The envelope kind of a contract class.
 
     Raises:
         UnknownSchemaError: the class is not an event contract.
     """
-    for kind, (cls, _) in KINDS.items():
-        if cls is model:
-            return kind
-    raise UnknownSchemaError(f"{model.__name__} is not an event contract; known: {list(KINDS)}")
+    try:
+        return _KIND_OF[model]
+    except KeyError:
+        raise UnknownSchemaError(
+            f"{model.__name__} is not an event contract; known: {list(KINDS)}"
+        ) from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _envelope_head(kind: str, producer: str) -> bytes:
+    try:
+        _PRODUCER.validate_python(producer)
+    except ValidationError as e:
+        raise SchemaValidationError("envelope", problems_of(e, prefix="producer")) from e
+    return (
+        f'{{"kind":"{kind}","schema_version":{KINDS[kind][1]},'
+        f'"producer":{json.dumps(producer)},"produced_at":"'
+    ).encode()
 
 
 def encode(event: Contract, *, producer: str) -> bytes:
-    """Serialise an event in its envelope at the current schema version."""
-    kind = kind_of(type(event))
-    envelope = Envelope[type(event)](  # type: ignore[misc]
-        kind=kind, schema_version=KINDS[kind][1], producer=producer, payload=event
-    )
-    return envelope.model_dump_json().encode()
+    """Serialise an event in its envelope at the current schema version.
+
+    The bytes equal `Envelope(...).model_dump_json()`, assembled directly because this is
+    the producers' hot path (a quarter of the cost).
+
+    Raises:
+        UnknownSchemaError: the event is not of an event contract.
+        SchemaValidationError: `producer` is not a valid identifier.
+    """
+    head = _envelope_head(kind_of(type(event)), producer)
+    produced_at = datetime.now(UTC).isoformat().replace("+00:00", "Z").encode()
+    payload = type(event).__pydantic_serializer__.to_json(event)
+    return b"".join((head, produced_at, b'","payload":', payload, b"}"))
 
 
 def decode(data: bytes | str, *, expect: type[EventT] | None = None) -> Envelope[EventT]:
@@ -138,10 +165,10 @@ def parse_event(model: type[EventT], data: bytes | str | dict[str, Any]) -> Even
         raise SchemaValidationError(model.__name__, problems_of(e)) from e
 
 
-def problems_of(error: ValidationError) -> list[FieldProblem]:
+def problems_of(error: ValidationError, *, prefix: str = "") -> list[FieldProblem]:
     """Field-level problems of a pydantic error, with dotted field paths."""
     problems = []
     for item in error.errors(include_url=False):
-        field = ".".join(str(p) for p in item["loc"]) or "(body)"
+        field = ".".join([prefix] * bool(prefix) + [str(p) for p in item["loc"]]) or "(body)"
         problems.append(FieldProblem(field, item["msg"], item["type"]))
     return problems

@@ -234,15 +234,18 @@ class EventProducer(Generic[EventT]):
         return str(event.conversation_id).encode()  # type: ignore[attr-defined]
 
     def _produce(self, key: bytes, value: bytes, callback: Callable[..., None]) -> None:
-        producer = self._client()
-        deadline = time.monotonic() + self._settings.producer.enqueue_timeout_s
+        producer = self._producer if self._producer is not None else self._client()
+        deadline: float | None = None  # set on the first full queue, off the hot path
         while True:
             try:
                 producer.produce(self._topic, value=value, key=key, on_delivery=callback)
                 return
             except BufferError:
                 # Backpressure: the local queue is full; wait for deliveries to free room.
-                if time.monotonic() >= deadline:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self._settings.producer.enqueue_timeout_s
+                elif now >= deadline:
                     raise EnqueueTimeoutError(
                         f"the local queue for {self._topic} stayed full for "
                         f"{self._settings.producer.enqueue_timeout_s} s; Kafka is slow or "

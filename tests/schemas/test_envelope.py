@@ -98,3 +98,25 @@ def test_encode_refuses_a_model_that_is_not_an_event() -> None:
 
 def test_role_values_are_the_documented_ones() -> None:
     assert {r.value for r in Role} == {"user", "assistant", "system"}
+
+
+def test_fast_encoding_equals_the_envelope_model_serialisation() -> None:
+    from datetime import datetime
+
+    from schemas.envelope import Envelope
+
+    stored = decode((FIXTURES / "chat_event" / "v1.json").read_bytes())
+    fast = json.loads(encode(stored.payload, producer="svc-1"))
+    slow = json.loads(
+        Envelope[ChatEvent](kind="chat_event", schema_version=1, producer="svc-1",
+                            produced_at=datetime.fromisoformat(fast["produced_at"]),
+                            payload=stored.payload)
+        .model_dump_json()
+    )
+    assert fast == slow
+
+
+def test_an_invalid_producer_name_is_refused() -> None:
+    stored = decode((FIXTURES / "chat_event" / "v1.json").read_bytes())
+    with pytest.raises(SchemaValidationError, match="producer"):
+        encode(stored.payload, producer="has spaces")
