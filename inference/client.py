@@ -1,0 +1,184 @@
+"""Calling the chat model on Triton over gRPC (sync for tools, asyncio for the gateway)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcaio
+from tritonclient.utils import InferenceServerException
+
+from inference.errors import BadRequestError, InferenceError, TritonUnavailableError
+
+OUTPUTS = ("text", "prompt_tokens", "completion_tokens", "finish_reason", "adapter_id")
+
+
+class VersionUnavailableError(TritonUnavailableError):
+    """The requested version is not loaded (it was just swapped out); reread routing."""
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """What a caller may set per request."""
+
+    max_new_tokens: int = 32
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One answer of the model and who gave it."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    adapter_id: str
+    version: int
+    latency_ms: float
+
+
+def build_inputs(module: Any, prompt: str, options: GenerationOptions) -> list[Any]:
+    """Triton inputs for one request (batch of 1), for `tritonclient.grpc` or `.http`."""
+
+    def tensor(name: str, value: np.ndarray, dtype: str) -> Any:
+        item = module.InferInput(name, list(value.shape), dtype)
+        item.set_data_from_numpy(value)
+        return item
+
+    inputs = [
+        tensor("prompt", np.array([[prompt.encode()]], dtype=np.object_), "BYTES"),
+        tensor("max_new_tokens", np.array([[options.max_new_tokens]], dtype=np.int32), "INT32"),
+        tensor("temperature", np.array([[options.temperature]], dtype=np.float32), "FP32"),
+        tensor("top_p", np.array([[options.top_p]], dtype=np.float32), "FP32"),
+    ]
+    if options.stop:
+        stops = np.array([[s.encode() for s in options.stop]], dtype=np.object_)
+        inputs.append(tensor("stop", stops, "BYTES"))
+    return inputs
+
+
+def parse_result(result: Any, *, version: int, started_s: float) -> Completion:
+    def first(name: str) -> Any:
+        return result.as_numpy(name).reshape(-1)[0]
+
+    return Completion(
+        text=first("text").decode(), prompt_tokens=int(first("prompt_tokens")),
+        completion_tokens=int(first("completion_tokens")),
+        finish_reason=first("finish_reason").decode(), adapter_id=first("adapter_id").decode(),
+        version=version, latency_ms=(time.perf_counter() - started_s) * 1000,
+    )
+
+
+def translate(error: InferenceServerException, *, model: str, version: int) -> InferenceError:
+    """Map a Triton error to Flywheel's: bad request, version gone, or server unavailable."""
+    message = error.message() or str(error)
+    status = str(error.status() or "")
+    if "bad request:" in message:
+        return BadRequestError(message.split("bad request:", 1)[-1].strip())
+    if "INVALID_ARGUMENT" in status and "ready state" not in message:
+        return BadRequestError(message)
+    if "is not at ready state" in message or "unknown model" in message.lower():
+        return VersionUnavailableError(
+            f"version {version} of {model} is not loaded on Triton: {message}"
+        )
+    if "UNAVAILABLE" in status or "failed to connect" in message.lower():
+        return TritonUnavailableError(f"Triton is unreachable ({message}); is it running?")
+    return InferenceError(f"Triton failed on {model} version {version}: {message}")
+
+
+class TritonChat:
+    """Synchronous gRPC client; close it (or use `with`) before Triton stops."""
+
+    def __init__(self, grpc_address: str, *, model: str, timeout_s: float = 30.0) -> None:
+        self._address = grpc_address
+        self.model = model
+        self._timeout_s = timeout_s
+        self._client: grpcclient.InferenceServerClient | None = None
+
+    @property
+    def client(self) -> grpcclient.InferenceServerClient:
+        if self._client is None:
+            self._client = grpcclient.InferenceServerClient(self._address)
+        return self._client
+
+    def complete(
+        self, prompt: str, *, version: int, options: GenerationOptions | None = None
+    ) -> Completion:
+        """Generate from one version.
+
+        Raises:
+            BadRequestError: Triton or the model refused the request.
+            VersionUnavailableError: that version is not loaded.
+            TritonUnavailableError: Triton cannot be reached.
+        """
+        started = time.perf_counter()
+        inputs = build_inputs(grpcclient, prompt, options or GenerationOptions())
+        outputs = [grpcclient.InferRequestedOutput(n) for n in OUTPUTS]
+        try:
+            result = self.client.infer(
+                self.model, inputs, model_version=str(version), outputs=outputs,
+                client_timeout=self._timeout_s,
+            )
+        except InferenceServerException as e:
+            raise translate(e, model=self.model, version=version) from e
+        return parse_result(result, version=version, started_s=started)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> TritonChat:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncTritonChat:
+    """asyncio gRPC client for the gateway; `await close()` before Triton stops."""
+
+    def __init__(self, grpc_address: str, *, model: str, timeout_s: float = 30.0) -> None:
+        self._address = grpc_address
+        self.model = model
+        self._timeout_s = timeout_s
+        self._client: grpcaio.InferenceServerClient | None = None
+
+    @property
+    def client(self) -> grpcaio.InferenceServerClient:
+        if self._client is None:
+            self._client = grpcaio.InferenceServerClient(self._address)
+        return self._client
+
+    async def complete(
+        self, prompt: str, *, version: int, options: GenerationOptions | None = None
+    ) -> Completion:
+        """Generate from one version.
+
+        Raises:
+            BadRequestError: Triton or the model refused the request.
+            VersionUnavailableError: that version is not loaded.
+            TritonUnavailableError: Triton cannot be reached.
+        """
+        started = time.perf_counter()
+        inputs = build_inputs(grpcaio, prompt, options or GenerationOptions())
+        outputs = [grpcaio.InferRequestedOutput(n) for n in OUTPUTS]
+        try:
+            result = await self.client.infer(
+                self.model, inputs, model_version=str(version), outputs=outputs,
+                client_timeout=self._timeout_s,
+            )
+        except InferenceServerException as e:
+            raise translate(e, model=self.model, version=version) from e
+        return parse_result(result, version=version, started_s=started)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

@@ -1,0 +1,116 @@
+"""The Triton chat model: base and adapter versions generate; bad requests get clear errors."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from deploy.settings import FlywheelSettings
+from inference.client import GenerationOptions, TritonChat
+from inference.errors import BadRequestError
+from inference.repository import next_version, set_loaded_versions, write_version
+
+pytestmark = pytest.mark.integration
+
+
+def test_base_version_generates_with_token_counts(
+    settings: FlywheelSettings, chat_model: str, triton_client: grpcclient.InferenceServerClient
+) -> None:
+    triton_client.load_model(chat_model)
+
+    with TritonChat(settings.triton.grpc_address, model=chat_model) as chat:
+        answer = chat.complete("user: hello there", version=1,
+                               options=GenerationOptions(max_new_tokens=6))
+
+    assert answer.adapter_id == "base"
+    assert answer.prompt_tokens > 0
+    assert 1 <= answer.completion_tokens <= 6
+    assert answer.finish_reason in ("stop", "length")
+
+
+def test_adapter_version_loads_beside_the_base_and_answers_differently(
+    settings: FlywheelSettings, chat_model: str, tiny_base: Path, tiny_adapter: Path,
+    triton_client: grpcclient.InferenceServerClient,
+) -> None:
+    repo = settings.triton_model_repository()
+    triton_client.load_model(chat_model)
+    version = next_version(repo, chat_model)
+    write_version(repo, chat_model, version, adapter_dir=tiny_adapter,
+                  metadata={"base_model": str(tiny_base), "adapter_id": "adapter-a"})
+    set_loaded_versions(repo, chat_model, [1, version])
+    triton_client.load_model(chat_model)
+
+    options = GenerationOptions(max_new_tokens=8)
+    with TritonChat(settings.triton.grpc_address, model=chat_model) as chat:
+        base = chat.complete("user: my laptop", version=1, options=options)
+        tuned = chat.complete("user: my laptop", version=version, options=options)
+
+    assert (base.adapter_id, tuned.adapter_id) == ("base", "adapter-a")
+    assert base.text != tuned.text
+
+
+def test_concurrent_requests_with_mixed_options_all_get_answers(
+    settings: FlywheelSettings, chat_model: str, triton_client: grpcclient.InferenceServerClient
+) -> None:
+    triton_client.load_model(chat_model)
+    cases = [GenerationOptions(max_new_tokens=n, temperature=t, top_p=0.9)
+             for n in (3, 5) for t in (0.0, 0.8)] * 3
+
+    with TritonChat(settings.triton.grpc_address, model=chat_model) as chat, \
+            ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(
+            lambda o: chat.complete("user: tell me a joke", version=1, options=o), cases
+        ))
+
+    assert [a.completion_tokens <= o.max_new_tokens for a, o in zip(answers, cases, strict=True)]
+    assert all(a.completion_tokens >= 1 for a in answers)
+
+
+def test_stop_sequences_cut_the_answer(
+    settings: FlywheelSettings, chat_model: str, triton_client: grpcclient.InferenceServerClient
+) -> None:
+    triton_client.load_model(chat_model)
+    with TritonChat(settings.triton.grpc_address, model=chat_model) as chat:
+        full = chat.complete("user: hello", version=1, options=GenerationOptions(max_new_tokens=12))
+        stop = full.text[3:6]
+        cut = chat.complete("user: hello", version=1,
+                            options=GenerationOptions(max_new_tokens=12, stop=(stop,)))
+
+    assert cut.text == full.text[: full.text.find(stop)]
+    assert cut.finish_reason == "stop"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "options", "message"),
+    [
+        ("   ", GenerationOptions(), "prompt is empty"),
+        ("word " * 400, GenerationOptions(), "over the model's context"),
+        ("hi", GenerationOptions(max_new_tokens=0), "max_new_tokens must be"),
+        ("hi", GenerationOptions(top_p=0.0), "top_p must be"),
+        ("hi", GenerationOptions(temperature=9.0), "temperature must be"),
+    ],
+)
+def test_bad_requests_get_a_clear_error_and_the_instance_keeps_serving(
+    settings: FlywheelSettings, chat_model: str, triton_client: grpcclient.InferenceServerClient,
+    prompt: str, options: GenerationOptions, message: str,
+) -> None:
+    triton_client.load_model(chat_model)
+    with TritonChat(settings.triton.grpc_address, model=chat_model) as chat:
+        with pytest.raises(BadRequestError, match=message):
+            chat.complete(prompt, version=1, options=options)
+        assert chat.complete("user: hi", version=1).completion_tokens >= 1
+
+
+def test_a_prompt_of_the_wrong_type_is_refused_by_triton(
+    chat_model: str, triton_client: grpcclient.InferenceServerClient
+) -> None:
+    triton_client.load_model(chat_model)
+    wrong = grpcclient.InferInput("prompt", [1, 1], "INT32")
+    wrong.set_data_from_numpy(np.array([[7]], dtype=np.int32))
+
+    with pytest.raises(Exception, match="data-type is .INT32."):
+        triton_client.infer(chat_model, [wrong], model_version="1")
