@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from deploy.settings import KafkaSettings
 
 logger = logging.getLogger(__name__)
+_LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
 
 EventT = TypeVar("EventT", bound=Contract)
 
@@ -109,6 +110,8 @@ class EventProducer(Generic[EventT]):
         config = {
             **self._settings.client_config(),
             "client.id": self._producer_name,
+            # librdkafka's own log lines go through Python logging, not straight to stderr.
+            "logger": _LIBRDKAFKA_LOGGER,
             "enable.idempotence": True,
             "acks": "all",
             "compression.type": options.compression,

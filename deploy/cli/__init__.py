@@ -40,6 +40,10 @@ def _root(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:
+        # librdkafka warns about transient states it retries on its own (a coordinator
+        # still loading right after a broker start); only its errors need a person.
+        logging.getLogger("librdkafka").setLevel(logging.ERROR)
 
 
 def get_settings(ctx: typer.Context) -> FlywheelSettings:
