@@ -343,6 +343,68 @@ class TrainerSettings(_Section):
     )
 
 
+class StreamsSettings(_Section):
+    """The stream processors: cleaning limits, safety thresholds and lists, caps, join, sink."""
+
+    consumer_group: str = Field(default="flywheel-streams", min_length=1)
+    session_timeout_ms: int = Field(
+        default=10_000, ge=1000, description="A dead worker's partitions move after this long."
+    )
+    poll_batch_max: int = Field(default=2000, ge=1, description="Records read per poll.")
+    min_chars: int = Field(default=1, ge=1, description="Shorter cleaned turns are `empty`.")
+    max_chars: int = Field(default=8_000, ge=16, description="Longer cleaned turns: `too_long`.")
+    max_record_bytes: int = Field(default=262_144, ge=1024, description="Raw record size cap.")
+    language_sample_chars: int = Field(default=160, ge=16, description="Text langid reads.")
+    languages: list[str] = Field(
+        default_factory=list, description="Accepted ISO 639-1 codes; empty accepts every one."
+    )
+    dedup_window_records: int = Field(default=50_000, ge=1, description="Per partition.")
+    near_dup_threshold: float = Field(default=0.9, gt=0, le=1, description="MinHash Jaccard.")
+    near_dup_min_chars: int = Field(default=80, ge=1, description="Shorter text: exact only.")
+    minhash_permutations: int = Field(default=64, ge=16)
+    toxicity_threshold: float = Field(default=0.8, gt=0, le=1)
+    protected_groups: list[str] = Field(
+        default_factory=lambda: [
+            "women", "men", "muslims", "jews", "christians", "hindus", "buddhists", "atheists",
+            "black people", "white people", "asians", "hispanics", "latinos", "immigrants",
+            "refugees", "gay people", "gays", "lesbians", "trans people", "transgender people",
+            "disabled people", "old people", "the elderly", "arabs", "mexicans", "africans",
+            "indians", "chinese people", "catholics", "blacks", "whites", "foreigners",
+        ],
+        description="Groups whose generalizations and attacks are flagged (lowercase).",
+    )
+    attack_terms: list[str] = Field(
+        default_factory=lambda: [
+            "should be banned", "should be deported", "should die", "should be killed",
+            "are vermin", "are animals", "are parasites", "are subhuman", "are a disease",
+            "go back to", "don't deserve", "do not deserve", "are inferior", "hate all",
+            "get rid of", "exterminate", "are scum", "are trash", "are filth",
+        ],
+        description="Phrases that make a mention of a protected group an identity attack.",
+    )
+    stereotype_terms: list[str] = Field(
+        default_factory=lambda: [
+            "lazy", "stupid", "criminals", "violent", "dishonest", "greedy", "terrorists",
+            "bad at", "can't drive", "cannot drive", "too emotional", "dirty", "thieves",
+            "untrustworthy", "less intelligent", "not smart", "naturally worse", "all the same",
+            "good at math", "cheap", "aggressive", "weak", "liars",
+        ],
+        description="Traits that, generalized to a whole group, make a stereotype.",
+    )
+    cap_window_s: float = Field(default=300.0, gt=0, description="Balance caps reset this often.")
+    cap_share: float = Field(
+        default=0.5, gt=0, le=1, description="Most of a window one topic/tenant/group may take."
+    )
+    cap_min_records: int = Field(
+        default=500, ge=1, description="Caps apply only once a window holds this many records."
+    )
+    join_ttl_s: float = Field(default=3_600.0, gt=0, description="How long a turn waits.")
+    join_max_turns: int = Field(default=200_000, ge=1, description="Turns kept for the join.")
+    sink_batch_rows: int = Field(default=5_000, ge=1, description="Flush at this many rows.")
+    sink_flush_interval_s: float = Field(default=0.5, gt=0, description="Or after this long.")
+    sink_retry_max: int = Field(default=8, ge=0, description="Insert retries before giving up.")
+
+
 class InferenceSettings(_Section):
     """Serving: the Triton model's shape, the hot-swap controller and the OpenAI-style gateway."""
 
@@ -421,6 +483,7 @@ class FlywheelSettings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     model: ModelSettings = ModelSettings()
     inference: InferenceSettings = InferenceSettings()
+    streams: StreamsSettings = StreamsSettings()
     trainer: TrainerSettings = TrainerSettings()
 
     @classmethod

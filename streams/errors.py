@@ -42,3 +42,11 @@ class EnqueueTimeoutError(StreamsError):
 
 class ProducerClosedError(StreamsError):
     """The producer was closed; create a new one to send more events."""
+
+
+class SinkError(StreamsError):
+    """ClickHouse refused or did not take a batch after every retry; offsets stay uncommitted."""
+
+
+class WorkerError(StreamsError):
+    """The stream worker cannot run (bad topics, no broker); the message says what to fix."""

@@ -66,6 +66,7 @@ def _register() -> None:
         ingest,
         schemas,
         stack,
+        streams,
         topics,
         warehouse,
     )

@@ -1,0 +1,139 @@
+"""Stage 1 of the pipeline: make a turn's text clean, or say why it cannot be.
+
+`clean_text` repairs mojibake (ftfy), normalizes to NFC, strips HTML, collapses
+whitespace and enforces length limits. Invisible characters that change how text reads
+(bidi overrides, zero-width characters inside words) are refused rather than silently
+removed: they are the usual way to smuggle text past filters ("Trojan Source").
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+import ftfy
+
+from schemas.platform import ReasonCode
+
+logger = logging.getLogger(__name__)
+
+#: Bidi embedding, override and isolate controls.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+#: Zero-width characters; U+200D joins emoji and is allowed between two symbols.
+ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff\u180e")
+_INVISIBLE = BIDI_CONTROLS | ZERO_WIDTH
+_BLOCKS = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.I | re.S)
+_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]{0,500})?/?>|<!--.*?-->", re.S)
+_BREAK_TAGS = re.compile(r"<(?:br|/p|/div|/li|/h[1-6])\b[^>]*>", re.I)
+_SPACES = re.compile(r"[ \t\f\v\u00a0\u2000-\u200a\u3000]+")
+_NEWLINES = re.compile(r"\s*\n\s*(?:\n\s*)+")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a record goes to quarantine, with the scores behind the decision."""
+
+    reasons: tuple[ReasonCode, ...]
+    detail: str
+    scores: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Cleaned:
+    """A turn's text after cleaning, and what was done to it."""
+
+    text: str
+    html_stripped: bool
+    repaired: bool
+
+
+def hidden_characters(text: str) -> list[str]:
+    """Invisible characters of `text` that change how it reads, as `U+XXXX` names."""
+    if not any(c in _INVISIBLE for c in text):
+        return []
+    found = []
+    for index, char in enumerate(text):
+        if char not in _INVISIBLE:
+            continue
+        if char == "\u200d" and 0 < index < len(text) - 1 and _is_symbol(text[index - 1]) \
+                and _is_symbol(text[index + 1]):
+            continue  # an emoji ZWJ sequence, e.g. a family emoji
+        if char == "\ufeff" and index == 0:
+            continue  # a byte order mark at the start carries no hidden text
+        found.append(f"U+{ord(char):04X}")
+    return found
+
+
+def _is_symbol(char: str) -> bool:
+    return unicodedata.category(char) in {"So", "Sk", "Mn"} or 0x1F000 <= ord(char) <= 0x1FFFF
+
+
+def strip_html(text: str) -> tuple[str, bool]:
+    """Text without tags, scripts and styles, entities decoded; and whether it had markup."""
+    if "<" not in text and "&" not in text:
+        return text, False
+    stripped = _BLOCKS.sub(" ", text)
+    stripped = _BREAK_TAGS.sub("\n", stripped)
+    stripped = _TAG.sub(" ", stripped)
+    stripped = html.unescape(stripped)
+    return stripped, stripped != text
+
+
+def collapse_whitespace(text: str) -> str:
+    """Runs of spaces become one space; runs of blank lines one blank line; ends trimmed."""
+    lines = [_SPACES.sub(" ", line).strip() for line in text.replace("\r\n", "\n").split("\n")]
+    return _NEWLINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+def clean_text(text: str, *, min_chars: int, max_chars: int) -> Cleaned | Rejection:
+    """Clean one turn's text, or reject it with a reason code.
+
+    Args:
+        min_chars: shorter cleaned text is `empty`.
+        max_chars: longer cleaned text is `too_long` (checked before and after cleaning).
+    """
+    if len(text) > max_chars * 4:
+        return Rejection((ReasonCode.TOO_LONG,), f"{len(text)} characters before cleaning, "
+                         f"over 4 x the {max_chars}-character limit", {"chars": float(len(text))})
+    hidden = hidden_characters(text)
+    if hidden:
+        shown = ", ".join(sorted(set(hidden))[:5])
+        return Rejection(
+            (ReasonCode.SCHEMA_VIOLATION,),
+            f"hidden characters that change how the text reads ({shown}); bidi controls and "
+            "zero-width characters are refused, not removed",
+            {"hidden_chars": float(len(hidden))},
+        )
+    repaired = ftfy.fix_text(text, normalization="NFC") if not text.isascii() else text
+    stripped, had_html = strip_html(repaired)
+    final = collapse_whitespace(unicodedata.normalize("NFC", stripped))
+    if len(final) < min_chars:
+        return Rejection((ReasonCode.EMPTY,), "no text left after cleaning", {})
+    if len(final) > max_chars:
+        return Rejection((ReasonCode.TOO_LONG,), f"{len(final)} characters after cleaning, "
+                         f"over the {max_chars}-character limit", {"chars": float(len(final))})
+    return Cleaned(final, had_html, repaired != text)
+
+
+@lru_cache(maxsize=1)
+def _identifier() -> object:
+    from langid.langid import LanguageIdentifier, model
+
+    return LanguageIdentifier.from_modelstring(model, norm_probs=True)
+
+
+def detect_language(text: str, *, sample_chars: int) -> tuple[str, float]:
+    """ISO 639-1 code of the text's language and the model's confidence (langid.py).
+
+    Only the first `sample_chars` characters are read: enough for a chat turn, and it
+    keeps the classifier's cost flat.
+    """
+    sample = text[:sample_chars]
+    if sum(c.isalpha() for c in sample) < 3:
+        return "und", 0.0
+    language, confidence = _identifier().classify(sample)  # type: ignore[attr-defined]
+    return str(language), float(confidence)

@@ -1,0 +1,137 @@
+"""Stage 2: toxicity, identity attacks, stereotyped generalizations, and balance caps.
+
+Toxicity comes from `alt-profanity-check`, a linear model shipped inside the package
+(nothing is downloaded at run time); it is scored a whole batch at a time. Identity
+attacks and stereotypes are phrase rules over the protected groups and terms in
+`settings.streams`, so policy people change them without a code change. Caps keep any
+one topic, tenant or identity group from taking more than `cap_share` of a window.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from schemas.platform import ReasonCode
+
+if TYPE_CHECKING:
+    from deploy.settings import StreamsSettings
+
+
+@lru_cache(maxsize=1)
+def _toxicity_model() -> Callable[[Sequence[str]], Sequence[float]]:
+    from profanity_check import predict_prob
+
+    return predict_prob  # type: ignore[no-any-return]
+
+
+def toxicity_scores(texts: Sequence[str]) -> list[float]:
+    """Probability that each text is toxic (0..1), scored in one batch."""
+    if not texts:
+        return []
+    return [float(p) for p in _toxicity_model()(list(texts))]
+
+
+def _alternation(terms: Sequence[str]) -> str:
+    ordered = sorted({t.strip().lower() for t in terms if t.strip()}, key=len, reverse=True)
+    return "|".join(re.escape(t).replace(r"\ ", r"\s+") for t in ordered)
+
+
+@dataclass(frozen=True)
+class SafetyVerdict:
+    """What the safety rules found in one text."""
+
+    reasons: tuple[ReasonCode, ...]
+    scores: dict[str, float]
+    group: str
+    detail: str = ""
+
+
+class SafetyFilter:
+    """Applies the toxicity threshold and the identity rules of `settings.streams`."""
+
+    def __init__(self, options: StreamsSettings) -> None:
+        self._threshold = options.toxicity_threshold
+        groups = _alternation(options.protected_groups)
+        self._group = re.compile(rf"\b(?:{groups})\b", re.I)
+        attacks = _alternation(options.attack_terms)
+        traits = _alternation(options.stereotype_terms)
+        # A group within the same sentence as an attack phrase, either order.
+        self._attack = re.compile(
+            rf"\b(?P<g1>{groups})\b[^.!?\n]{{0,60}}?\b(?:{attacks})\b"
+            rf"|\b(?:{attacks})\b[^.!?\n]{{0,30}}?\b(?P<g2>{groups})\b",
+            re.I,
+        )
+        # "all X are lazy", "X are always lazy", "X are naturally bad at", "X can't drive".
+        self._stereotype = re.compile(
+            rf"\b(?:all|every|most|typical)?\s*(?P<g>{groups})\s+(?:are|is|were)\s+"
+            rf"(?:all\s+|always\s+|just\s+|so\s+|naturally\s+|inherently\s+|generally\s+|"
+            rf"basically\s+|simply\s+|too\s+|more\s+|very\s+)*(?:{traits})\b"
+            rf"|\b(?P<g3>{groups})\s+(?:always|never|all|naturally)\s+(?:{traits})\b"
+            rf"|\b(?P<g4>{groups})\s+(?:{traits})\b",
+            re.I,
+        )
+
+    def group_of(self, text: str) -> str:
+        """The first protected group the text mentions, lowercase, or `none`."""
+        match = self._group.search(text)
+        return " ".join(match.group().lower().split()) if match else "none"
+
+    def judge(self, text: str, toxicity: float) -> SafetyVerdict:
+        """Reason codes (most important first) and scores for one cleaned text."""
+        scores = {"toxicity": round(toxicity, 4)}
+        reasons: list[ReasonCode] = []
+        details: list[str] = []
+        group = self.group_of(text)
+        attack = self._attack.search(text) if group != "none" else None
+        if attack or (group != "none" and toxicity >= self._threshold):
+            reasons.append(ReasonCode.IDENTITY_ATTACK)
+            details.append(f"attack on a protected group ({group})")
+            scores["identity_attack"] = 1.0
+        stereotype = self._stereotype.search(text) if group != "none" else None
+        if stereotype:
+            reasons.append(ReasonCode.BIASED)
+            details.append(f"generalization about a protected group ({group})")
+            scores["stereotype"] = 1.0
+        if toxicity >= self._threshold:
+            reasons.append(ReasonCode.TOXIC)
+            details.append(f"toxicity {toxicity:.2f} >= threshold {self._threshold:.2f}")
+        return SafetyVerdict(tuple(reasons), scores, group, "; ".join(details))
+
+
+@dataclass
+class BalanceCaps:
+    """Per-window caps so no topic, tenant or identity group dominates the curated data.
+
+    The window is tumbling and wall-clock based. Until it holds `min_records`, nothing
+    is capped (a small window says nothing about balance).
+    """
+
+    window_s: float
+    share: float
+    min_records: int
+    clock: Callable[[], float] = time.monotonic
+    _started: float = field(default=-1.0, init=False)
+    _total: int = field(default=0, init=False)
+    _counts: Counter[tuple[str, str]] = field(default_factory=Counter, init=False)
+
+    def admit(self, keys: dict[str, str]) -> str | None:
+        """Count a record in, or return the dimension (e.g. `tenant`) whose cap it breaks."""
+        now = self.clock()
+        if self._started < 0 or now - self._started >= self.window_s:
+            self._started, self._total = now, 0
+            self._counts.clear()
+        if self._total >= self.min_records:
+            limit = self.share * (self._total + 1)
+            for dimension, value in keys.items():
+                if value != "none" and self._counts[(dimension, value)] + 1 > limit:
+                    return dimension
+        self._total += 1
+        for dimension, value in keys.items():
+            self._counts[(dimension, value)] += 1
+        return None
