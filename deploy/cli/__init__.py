@@ -68,6 +68,7 @@ def _register() -> None:
         stack,
         streams,
         topics,
+        trainer,
         warehouse,
     )
 

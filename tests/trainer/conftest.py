@@ -33,8 +33,9 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def fast_trainer(**overrides: Any) -> TrainerSettings:
     """Trainer settings sized for the tiny base on 2 cores."""
     values: dict[str, Any] = {
-        "lora_rank": 8, "lora_alpha": 16, "lora_dropout": 0.0, "learning_rate": 1e-2,
-        "batch_size": 8, "sequence_length_tokens": 64, "max_steps": 60, "max_epochs": 20,
+        "lora_rank": 8, "lora_alpha": 16, "lora_dropout": 0.0, "learning_rate": 2e-2,
+        "target_modules": ["c_attn", "c_proj", "c_fc"],
+        "batch_size": 16, "sequence_length_tokens": 64, "max_steps": 60, "max_epochs": 20,
         "eval_every_steps": 10, "early_stopping_patience": 3, "checkpoint_every_steps": 20,
         "warmup_steps": 2, "eval_generations": 4, "max_new_tokens": 12,
         "validation_fraction": 0.25, "seed": 0,

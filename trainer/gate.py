@@ -1,0 +1,86 @@
+"""The evaluation gate: publish only what is better on new data and does not forget."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from trainer.evaluate import Metrics
+
+if TYPE_CHECKING:
+    from deploy.settings import FlywheelSettings, TrainerSettings
+    from trainer.window import Window
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's decision and the sentence that explains it."""
+
+    passed: bool
+    reason: str
+
+
+def decide(candidate: Metrics, served: Metrics, trainer: TrainerSettings) -> Verdict:
+    """Compare a candidate with the served model on the same data.
+
+    Passes when perplexity on the window's validation split drops by at least
+    `min_improvement` (relative), perplexity on the regression set rises by at most
+    `regression_tolerance` (relative), and the toxicity rate rises by at most
+    `toxicity_tolerance`. BLEU and chrF against corrections are reported, not gated: on
+    a handful of corrections they are too noisy to veto.
+    """
+    needed = served.perplexity_new * (1 - trainer.min_improvement)
+    if not candidate.perplexity_new < needed:
+        return Verdict(False, (
+            f"not better on new data: perplexity {candidate.perplexity_new:.2f} vs "
+            f"{served.perplexity_new:.2f} served (needs < {needed:.2f})"))
+    allowed = served.perplexity_regression * (1 + trainer.regression_tolerance)
+    if candidate.perplexity_regression > allowed:
+        return Verdict(False, (
+            f"forgets: regression perplexity {candidate.perplexity_regression:.2f} vs "
+            f"{served.perplexity_regression:.2f} served (allowed <= {allowed:.2f})"))
+    if candidate.toxicity_rate is not None and served.toxicity_rate is not None:
+        limit = served.toxicity_rate + trainer.toxicity_tolerance
+        if candidate.toxicity_rate > limit:
+            return Verdict(False, (
+                f"more toxic: {candidate.toxicity_rate:.3f} of generations vs "
+                f"{served.toxicity_rate:.3f} served (allowed <= {limit:.3f})"))
+    extra = ""
+    if candidate.chrf is not None and served.chrf is not None:
+        extra = f"; chrF {candidate.chrf:.1f} vs {served.chrf:.1f}"
+    return Verdict(True, (
+        f"better on new data: perplexity {candidate.perplexity_new:.2f} vs "
+        f"{served.perplexity_new:.2f}; regression {candidate.perplexity_regression:.2f} vs "
+        f"{served.perplexity_regression:.2f}{extra}"))
+
+
+def record_evaluation(
+    client: Any, settings: FlywheelSettings, *, window: Window, candidate_version: int,
+    baseline_version: int | None, candidate: Metrics, served: Metrics, verdict: Verdict,
+) -> uuid.UUID:
+    """Write one row to the evaluations table, whatever the verdict."""
+    evaluation_id = uuid.uuid4()
+    metrics = {f"candidate_{k}": v for k, v in candidate.as_dict().items()}
+    metrics.update({f"served_{k}": v for k, v in served.as_dict().items()})
+    row = [
+        evaluation_id, settings.model.name, candidate_version, baseline_version,
+        window.start, window.end, candidate.perplexity_new, served.perplexity_new,
+        candidate.perplexity_regression, served.perplexity_regression,
+        candidate.bleu, candidate.chrf, candidate.toxicity_rate, metrics,
+        verdict.passed, verdict.reason, datetime.now(UTC),
+    ]
+    client.insert(
+        f"{settings.clickhouse.database}.evaluations", [row],
+        column_names=["evaluation_id", "model", "candidate_version", "baseline_version",
+                      "window_start", "window_end", "perplexity_new", "baseline_perplexity_new",
+                      "perplexity_regression", "baseline_perplexity_regression", "bleu", "chrf",
+                      "toxicity_rate", "metrics", "passed", "reason", "evaluated_at"],
+    )
+    logger.info("evaluation %s of %s v%d: %s (%s)", evaluation_id, settings.model.name,
+                candidate_version, "passed" if verdict.passed else "rejected", verdict.reason)
+    return evaluation_id

@@ -1,0 +1,167 @@
+"""One training run end to end: window -> LoRA adapter -> gate -> publish (or not)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trainer.errors import TrainerConfigError
+
+if TYPE_CHECKING:
+    from deploy.settings import FlywheelSettings
+    from schemas.platform import ModelPublished
+    from trainer.evaluate import Metrics
+    from trainer.gate import Verdict
+    from trainer.lora import TrainResult
+    from trainer.window import Window
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass
+class RunReport:
+    """What one run did, for the CLI and the benchmarks."""
+
+    window: Window
+    training: TrainResult
+    candidate: Metrics
+    served: Metrics
+    served_version: int | None
+    verdict: Verdict
+    published: ModelPublished | None
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def preflight(settings: FlywheelSettings, start: datetime, end: datetime) -> None:
+    """Every check that needs no data, before any work starts.
+
+    Raises:
+        TrainerConfigError: the window is empty, the device cannot be used, or the
+            hyperparameter search lists an invalid value.
+        BaseModelMissingError: the base model folder is missing or incomplete.
+    """
+    from trainer.model import check_base_model, choose_device
+    from trainer.window import check_bounds
+
+    check_bounds(start, end)
+    check_base_model(settings.base_model_path())
+    choose_device(settings.trainer.device)
+    if any(r < 1 for r in settings.trainer.search_ranks):
+        raise TrainerConfigError("trainer.search_ranks must all be at least 1")
+    if any(lr <= 0 for lr in settings.trainer.search_learning_rates):
+        raise TrainerConfigError("trainer.search_learning_rates must all be positive")
+
+
+def run_window(
+    client: Any, settings: FlywheelSettings, start: datetime, end: datetime, *,
+    publish_if_passed: bool = True, shuffle_targets: bool = False,
+    progress: ProgressFn | None = None,
+) -> RunReport:
+    """Train on `[start, end)`, evaluate against the served version, publish if it passes.
+
+    `shuffle_targets` pairs each training prompt with another example's answer: a
+    deliberately sabotaged candidate, for testing that the gate rejects it.
+
+    Raises:
+        TrainerConfigError, BaseModelMissingError: as `preflight` (before any work).
+        EmptyWindowError: the window has nothing to train on.
+        PublishError: the candidate passed but could not be published.
+    """
+    import torch
+
+    from trainer.corpus import regression_pairs
+    from trainer.evaluate import eval_data, evaluate
+    from trainer.gate import decide, record_evaluation
+    from trainer.model import choose_device, load_tokenizer, load_with_adapter
+    from trainer.packing import TextExample, pack_examples
+    from trainer.publish import publish, served_version
+    from trainer.search import train_with_search
+    from trainer.window import read_window
+
+    preflight(settings, start, end)
+    trainer = settings.trainer
+    if trainer.torch_threads:
+        torch.set_num_threads(trainer.torch_threads)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    placement = choose_device(trainer.device)
+    base_path = settings.base_model_path()
+    window = read_window(client, settings, start, end)
+    if progress:
+        progress("data", 1, 1)
+    tokenizer = load_tokenizer(base_path)
+    train_examples = [e.text_example() for e in window.train]
+    if shuffle_targets:
+        targets = [e.target for e in train_examples]
+        targets = targets[1:] + targets[:1]
+        train_examples = [TextExample(e.prompt, t, e.weight)
+                          for e, t in zip(train_examples, targets, strict=True)]
+    seq = trainer.sequence_length_tokens
+    train = pack_examples(tokenizer, train_examples, sequence_length_tokens=seq)
+    validation = [e.text_example() for e in window.validation]
+    data = eval_data(
+        tokenizer, validation=validation,
+        regression=[TextExample(p.prompt, p.response) for p in regression_pairs()],
+        negatives=[TextExample(e.prompt, e.response) for e in window.negatives],
+        corrections=[(e.prompt, e.target) for e in window.corrections], trainer=trainer,
+    )
+    timings["data_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    run_dir = _run_dir(settings, window.snapshot.content_sha256, shuffle_targets)
+    result = train_with_search(base_path, train, data.new, trainer=trainer,
+                               placement=placement, run_dir=run_dir, progress=progress)
+    timings["train_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    served = served_version(client, settings)
+    candidate_model = load_with_adapter(base_path, placement, result.adapter_dir)
+    candidate = evaluate(candidate_model, tokenizer, data, trainer=trainer, placement=placement)
+    del candidate_model
+    if progress:
+        progress("evaluation", 1, 2)
+    served_model = load_with_adapter(base_path, placement,
+                                     served.adapter_dir if served else None)
+    served_metrics = evaluate(served_model, tokenizer, data, trainer=trainer,
+                              placement=placement)
+    del served_model
+    if progress:
+        progress("evaluation", 2, 2)
+    verdict = decide(candidate, served_metrics, trainer)
+    timings["evaluate_s"] = time.perf_counter() - clock
+
+    from inference.repository import next_version
+
+    candidate_version = next_version(settings.triton_model_repository(), settings.model.name)
+    candidate_version = max(candidate_version, 2)  # version 1 is the bare base
+    record_evaluation(client, settings, window=window, candidate_version=candidate_version,
+                      baseline_version=served.version if served else None,
+                      candidate=candidate, served=served_metrics, verdict=verdict)
+    published = None
+    if verdict.passed and publish_if_passed:
+        clock = time.perf_counter()
+        metrics = {**candidate.as_dict(),
+                   **{f"served_{k}": v for k, v in served_metrics.as_dict().items()}}
+        published = publish(client, settings, adapter_dir=result.adapter_dir,
+                            snapshot=window.snapshot, metrics=metrics,
+                            previous_version=served.version if served else None)
+        timings["publish_s"] = time.perf_counter() - clock
+    return RunReport(window, result, candidate, served_metrics,
+                     served.version if served else None, verdict, published, timings)
+
+
+def _run_dir(settings: FlywheelSettings, content_sha256: str, sabotaged: bool) -> Path:
+    # Same data and same hyperparameters -> same folder, so a restarted run resumes.
+    import hashlib
+
+    hyper = settings.trainer.model_dump_json(exclude={"runs_dir", "watch_poll_interval_s"})
+    key = hashlib.sha256(f"{content_sha256}:{hyper}:{sabotaged}".encode()).hexdigest()[:16]
+    root = settings.trainer.runs_dir or settings.state_path / "trainer" / "runs"
+    return root.expanduser() / settings.model.name / key

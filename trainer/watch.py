@@ -1,0 +1,102 @@
+"""Continuous mode: train whenever a window closes with enough new examples, or on drift.
+
+A window is attempted at most once (success, rejection or empty): the evaluations table
+remembers which windows were evaluated, so restarting `watch` does not retrain them. A
+firing drift alert (`alerts` table, name containing "Drift", newer than the last
+evaluation) lowers the bar to one example.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from trainer.errors import EmptyWindowError
+from trainer.window import count_examples, latest_closed_window
+
+if TYPE_CHECKING:
+    from deploy.settings import FlywheelSettings
+    from trainer.pipeline import RunReport
+
+logger = logging.getLogger(__name__)
+
+
+def last_evaluated_end(client: Any, settings: FlywheelSettings) -> datetime | None:
+    """End of the newest window the model was evaluated on."""
+    rows = client.query(
+        f"SELECT max(window_end), count() FROM {settings.clickhouse.database}.evaluations "
+        "WHERE model = {model:String}", parameters={"model": settings.model.name},
+    ).result_rows
+    if not rows or not rows[0][1]:
+        return None
+    end: datetime = rows[0][0]
+    return end if end.tzinfo else end.replace(tzinfo=UTC)
+
+
+def drift_requested(client: Any, settings: FlywheelSettings, since: datetime | None) -> bool:
+    """Whether a drift alert fired after `since` (always False without alerts)."""
+    rows = client.query(
+        f"SELECT count() FROM {settings.clickhouse.database}.alerts FINAL "
+        "WHERE status = 'firing' AND positionCaseInsensitive(name, 'drift') > 0 "
+        "AND starts_at > {since:DateTime64(3, 'UTC')}",
+        parameters={"since": since or datetime(1970, 1, 1, tzinfo=UTC)},
+    ).result_rows
+    return bool(rows and rows[0][0])
+
+
+def due_window(
+    client: Any, settings: FlywheelSettings, *, now: datetime
+) -> tuple[datetime, datetime, str] | None:
+    """The window to train on now and why, or None when nothing is due."""
+    trainer = settings.trainer
+    start, end = latest_closed_window(now, window_s=trainer.window_s,
+                                      grace_s=trainer.window_grace_s)
+    done = last_evaluated_end(client, settings)
+    if done is not None and end <= done:
+        return None
+    new = count_examples(client, settings, start, end)
+    if new >= trainer.min_new_examples:
+        return start, end, f"{new} new examples"
+    if new and drift_requested(client, settings, done):
+        return start, end, f"drift alert ({new} new examples)"
+    return None
+
+
+def watch(
+    client: Any, settings: FlywheelSettings, *, stop: threading.Event,
+    on_run: Callable[[RunReport], None] | None = None,
+    on_skip: Callable[[str], None] | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    progress: Callable[[str, int, int], None] | None = None,
+) -> int:
+    """Poll every `watch_poll_interval_s` until `stop` is set; returns the runs made.
+
+    Raises:
+        TrainerConfigError, BaseModelMissingError: bad settings (checked at the start).
+    """
+    from trainer.pipeline import preflight, run_window
+
+    now = clock()
+    preflight(settings, *latest_closed_window(now, window_s=settings.trainer.window_s))
+    runs = 0
+    attempted: set[datetime] = set()
+    while not stop.is_set():
+        due = due_window(client, settings, now=clock())
+        if due is not None and due[1] not in attempted:
+            start, end, why = due
+            attempted.add(end)
+            logger.info("training on [%s, %s): %s", start, end, why)
+            try:
+                report = run_window(client, settings, start, end, progress=progress)
+            except EmptyWindowError as e:
+                if on_skip:
+                    on_skip(str(e))
+            else:
+                runs += 1
+                if on_run:
+                    on_run(report)
+        stop.wait(settings.trainer.watch_poll_interval_s)
+    return runs
