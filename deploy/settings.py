@@ -557,7 +557,8 @@ def _explain(error: Any) -> str:
 
 def masked_dump(settings: FlywheelSettings) -> dict[str, Any]:
     """Settings as plain data with every secret replaced by asterisks."""
-    return _mask(settings.model_dump(mode="python"))
+    masked: dict[str, Any] = _mask(settings.model_dump(mode="python"))
+    return masked
 
 
 def _mask(value: Any) -> Any:

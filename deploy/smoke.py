@@ -56,7 +56,7 @@ def kafka_round_trip(settings: FlywheelSettings) -> str:
         message = consumer.poll(10)
         if message is None or message.error():
             raise RuntimeError(f"could not read back offset {report.offset}")
-        back = decode(message.value()).payload
+        back: object = decode(message.value() or b"").payload
     finally:
         consumer.close()
     if back != event:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from schemas.errors import FlywheelError
 
 
@@ -31,7 +33,7 @@ class TopicError(StreamsError):
 class DeliveryError(StreamsError):
     """Kafka did not take one or more events; `reports` holds each failed delivery."""
 
-    def __init__(self, message: str, *, reports: list[object]) -> None:
+    def __init__(self, message: str, *, reports: Sequence[object]) -> None:
         super().__init__(message)
         self.reports = reports
 

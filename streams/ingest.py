@@ -216,10 +216,12 @@ def _add_routes(app: FastAPI, path: str, model: type[Contract], handle: Any) -> 
     }
 
     async def one(request: Request) -> JSONResponse:
-        return await handle(request, model, batch=False)
+        response: JSONResponse = await handle(request, model, batch=False)
+        return response
 
     async def many(request: Request) -> JSONResponse:
-        return await handle(request, model, batch=True)
+        response: JSONResponse = await handle(request, model, batch=True)
+        return response
 
     name = model.__name__
     app.post(path, status_code=202, openapi_extra=single, responses=responses,

@@ -219,7 +219,7 @@ class EventProducer(Generic[EventT]):
             event_id=event_id,
             topic=message.topic() or self._topic,
             partition=message.partition() or 0,
-            offset=message.offset() if error is None else -1,
+            offset=_offset_of(message) if error is None else -1,
             error=error,
         )
 
@@ -306,6 +306,11 @@ class EventProducer(Generic[EventT]):
                 f"{len(failures)} events could not be delivered to {self._topic}: {first}",
                 reports=failures,
             )
+
+
+def _offset_of(message: Message) -> int:
+    offset = message.offset()
+    return -1 if offset is None else offset
 
 
 def _resolve(future: asyncio.Future[DeliveryReport], report: DeliveryReport) -> None:
