@@ -63,6 +63,7 @@ def _register() -> None:
         clickhouse,
         config,
         demo,
+        inference,
         ingest,
         schemas,
         stack,

@@ -1,0 +1,72 @@
+"""Request and response bodies of the gateway (the OpenAI chat-completions subset)."""
+
+from __future__ import annotations
+
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from schemas.feedback import FeedbackKind, FlagReason
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(max_length=32_000)
+
+
+class ChatRequest(BaseModel):
+    """`POST /v1/chat/completions`; unknown OpenAI fields are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    messages: list[Message] = Field(min_length=1, max_length=200)
+    max_tokens: int | None = Field(default=None, ge=1, le=1024)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=1024)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    n: int = Field(default=1, ge=1, le=1)
+    stream: bool = False
+    user: str | None = Field(default=None, max_length=256)
+    conversation_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._:-]{1,128}$",
+        description="Flywheel extension: the conversation the turn belongs to (else new).",
+    )
+
+    @field_validator("messages")
+    @classmethod
+    def _ends_with_user(cls, value: list[Message]) -> list[Message]:
+        if value[-1].role != "user":
+            raise ValueError("the last message must have role `user`")
+        if not value[-1].content.strip():
+            raise ValueError("the last user message is empty")
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
+        stops = [value] if isinstance(value, str) else (value or [])
+        if len(stops) > 4 or any(not s for s in stops):
+            raise ValueError("stop takes at most 4 non-empty strings")
+        return value
+
+    def stop_list(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+
+class FeedbackRequest(BaseModel):
+    """`POST /v1/feedback`: a rating, correction or flag on one answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    conversation_id: str = Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")
+    turn_event_id: UUID = Field(description="`flywheel.turn_event_id` of the answer.")
+    kind: FeedbackKind
+    rating: int | None = Field(default=None, ge=1, le=5)
+    correction: str | None = None
+    flag_reasons: list[FlagReason] = Field(default_factory=list)
+    comment: str | None = Field(default=None, max_length=2_000)

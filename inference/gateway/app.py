@@ -1,0 +1,254 @@
+"""The gateway: OpenAI-compatible chat completions on Triton, every exchange sent to Kafka.
+
+`POST /v1/chat/completions` renders the messages into the model's prompt format, asks the
+version routing.json names (or the canary, for its share), and answers in OpenAI's shape
+with a `flywheel` extension (`version`, `adapter_id`, `conversation_id`,
+`turn_event_id` to rate the answer). The user turn and the answer are sent as ChatEvents
+tagged with the adapter id that answered. `POST /v1/feedback` sends a FeedbackEvent.
+Bad requests get 400 with an OpenAI-style error body; Triton down gets 503 + Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
+from pydantic import ValidationError
+
+from deploy.settings import FlywheelSettings
+from inference.client import AsyncTritonChat, Completion, GenerationOptions
+from inference.client import VersionUnavailableError as _VersionGone
+from inference.errors import BadRequestError, InferenceError, TritonUnavailableError
+from inference.gateway.api import ChatRequest, FeedbackRequest
+from inference.gateway.prompt import render_prompt
+from inference.routing import RoutingWatcher
+from schemas import ChatEvent, FeedbackEvent
+from streams.producer import ChatEventProducer, DeliveryReport, FeedbackProducer
+
+logger = logging.getLogger(__name__)
+
+LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10)
+
+
+def _error(status: int, message: str, *, kind: str = "invalid_request_error",
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}},
+                        status_code=status, headers=headers)
+
+
+def create_app(
+    settings: FlywheelSettings, *, model: str | None = None, repo: Path | None = None,
+    chat_topic: str | None = None, feedback_topic: str | None = None,
+) -> FastAPI:
+    """The gateway application; clients are created on first use and closed on shutdown."""
+    options = settings.inference
+    model_name = model or settings.model.name
+    keys = [k.get_secret_value().encode() for k in options.api_keys]
+    routing = RoutingWatcher(repo or settings.triton_model_repository(), model_name,
+                             poll_interval_s=options.routing_poll_interval_s)
+    triton = AsyncTritonChat(settings.triton.grpc_address, model=model_name,
+                             timeout_s=options.request_timeout_s)
+    chats = ChatEventProducer(settings.kafka, producer_name=options.gateway_producer_name,
+                              topic=chat_topic)
+    feedback = FeedbackProducer(settings.kafka, producer_name=options.gateway_producer_name,
+                                topic=feedback_topic)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await triton.close()
+        for producer in (chats, feedback):
+            try:
+                await asyncio.to_thread(producer.close, 10)
+            except InferenceError as e:  # pragma: no cover - delivery errors subclass this
+                logger.error("gateway: events undelivered at shutdown: %s", e)
+            except Exception as e:  # noqa: BLE001
+                logger.error("gateway: events undelivered at shutdown: %s", e)
+
+    app = FastAPI(title="Flywheel gateway", version="1", description=__doc__, lifespan=lifespan)
+    registry = CollectorRegistry()
+    requests_total = Counter("flywheel_gateway_requests", "Gateway requests by route and status.",
+                             ["route", "status"], registry=registry)
+    latency_s = Histogram(
+        "flywheel_gateway_request_duration_seconds",
+        "Chat completion latency at the gateway, by model version.", ["model", "version"],
+        registry=registry, buckets=LATENCY_BUCKETS_S)
+    triton_s = Histogram(
+        "flywheel_gateway_triton_duration_seconds",
+        "Time waiting on Triton (its queue + compute), by model version.", ["model", "version"],
+        registry=registry, buckets=LATENCY_BUCKETS_S)
+    tokens_total = Counter("flywheel_gateway_tokens", "Tokens by kind and version.",
+                           ["model", "version", "kind"], registry=registry)
+    app.mount("/metrics", make_asgi_app(registry=registry))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(400, _explain(exc.errors()))
+
+    def authorized(request: Request) -> bool:
+        if not keys:
+            return True
+        auth = request.headers.get("authorization", "")
+        given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        given = given or request.headers.get("x-api-key", "")
+        return any(hmac.compare_digest(given.encode(), key) for key in keys)
+
+    def on_delivery(report: DeliveryReport) -> None:
+        if report.error is not None:
+            logger.error("chat event %s not delivered: %s", report.event_id, report.error)
+
+    async def generate(prompt: str, generation: GenerationOptions) -> Completion:
+        version = routing.pick()
+        try:
+            return await triton.complete(prompt, version=version, options=generation)
+        except _VersionGone:
+            # Swapped out between our routing read and Triton: reread and retry once.
+            version = routing.current(force=True).live
+            return await triton.complete(prompt, version=version, options=generation)
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(request: Request) -> Any:
+        started = time.perf_counter()
+        if not authorized(request):
+            requests_total.labels("chat", "401").inc()
+            return _error(401, "missing or wrong API key; send Authorization: Bearer KEY",
+                          kind="authentication_error")
+        try:
+            body = ChatRequest.model_validate(await request.json())
+        except ValidationError as e:
+            requests_total.labels("chat", "400").inc()
+            return _error(400, _explain(e.errors()))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            requests_total.labels("chat", "400").inc()
+            return _error(400, "the body is not valid JSON")
+        generation = GenerationOptions(
+            max_new_tokens=body.max_completion_tokens or body.max_tokens or options.max_new_tokens,
+            temperature=options.temperature if body.temperature is None else body.temperature,
+            top_p=options.top_p if body.top_p is None else body.top_p,
+            stop=body.stop_list(),
+        )
+        try:
+            answer = await generate(render_prompt(body.messages), generation)
+        except BadRequestError as e:
+            requests_total.labels("chat", "400").inc()
+            return _error(400, str(e))
+        except TritonUnavailableError as e:
+            requests_total.labels("chat", "503").inc()
+            return _error(503, f"the model is unavailable, retry later ({e})",
+                          kind="service_unavailable",
+                          headers={"Retry-After": str(options.retry_after_s)})
+        except InferenceError as e:
+            requests_total.labels("chat", "500").inc()
+            return _error(500, str(e), kind="server_error")
+        conversation_id = body.conversation_id or uuid.uuid4().hex
+        turn = len(body.messages) - 1
+        user_event = ChatEvent(conversation_id=conversation_id, turn_index=turn, role="user",
+                               text=body.messages[-1].content, tenant=options.tenant)
+        answer_event = ChatEvent(
+            conversation_id=conversation_id, turn_index=turn + 1, role="assistant",
+            text=answer.text or " ", model=model_name, model_version=answer.adapter_id,
+            latency_ms=answer.latency_ms, prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens, tenant=options.tenant,
+            metadata={"triton_version": answer.version},
+        )
+        for event in (user_event, answer_event):
+            chats.send(event, on_delivery=on_delivery)
+        version = str(answer.version)
+        triton_s.labels(model_name, version).observe(answer.latency_ms / 1000)
+        tokens_total.labels(model_name, version, "prompt").inc(answer.prompt_tokens)
+        tokens_total.labels(model_name, version, "completion").inc(answer.completion_tokens)
+        result = _completion_body(model_name, answer, answer_event, conversation_id)
+        latency_s.labels(model_name, version).observe(time.perf_counter() - started)
+        requests_total.labels("chat", "200").inc()
+        if body.stream:
+            return StreamingResponse(_stream(result), media_type="text/event-stream")
+        return JSONResponse(result)
+
+    @app.post("/v1/feedback", response_model=None)
+    async def post_feedback(request: Request) -> Any:
+        if not authorized(request):
+            requests_total.labels("feedback", "401").inc()
+            return _error(401, "missing or wrong API key; send Authorization: Bearer KEY",
+                          kind="authentication_error")
+        try:
+            body = FeedbackRequest.model_validate(await request.json())
+            event = FeedbackEvent(tenant=options.tenant, **body.model_dump())
+        except ValidationError as e:
+            requests_total.labels("feedback", "400").inc()
+            return _error(400, _explain(e.errors()))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            requests_total.labels("feedback", "400").inc()
+            return _error(400, "the body is not valid JSON")
+        await feedback.send_async(event)
+        requests_total.labels("feedback", "202").inc()
+        return JSONResponse({"event_id": str(event.event_id)}, status_code=202)
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        current = routing.current()
+        return {"object": "list", "data": [
+            {"id": model_name, "object": "model", "owned_by": "flywheel",
+             "version": current.live, "canary": current.canary}]}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "live_version": routing.current().live}
+
+    return app
+
+
+def _completion_body(
+    model: str, answer: Completion, event: ChatEvent, conversation_id: str
+) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{event.event_id.hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": answer.adapter_id,
+        "choices": [{"index": 0, "finish_reason": answer.finish_reason,
+                     "message": {"role": "assistant", "content": answer.text}}],
+        "usage": {"prompt_tokens": answer.prompt_tokens,
+                  "completion_tokens": answer.completion_tokens,
+                  "total_tokens": answer.prompt_tokens + answer.completion_tokens},
+        "flywheel": {"version": answer.version, "adapter_id": answer.adapter_id,
+                     "conversation_id": conversation_id,
+                     "turn_event_id": str(event.event_id)},
+    }
+
+
+async def _stream(result: dict[str, Any]) -> AsyncIterator[bytes]:
+    """One content chunk, then the finish chunk (generation is not token-streamed yet)."""
+    choice = result["choices"][0]
+    base = {k: result[k] for k in ("id", "created", "model", "system_fingerprint")}
+    chunks = [
+        {**base, "object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": {"role": "assistant", "content": choice["message"]["content"]},
+             "finish_reason": None}]},
+        {**base, "object": "chat.completion.chunk", "usage": result["usage"],
+         "flywheel": result["flywheel"],
+         "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]},
+    ]
+    for chunk in chunks:
+        yield f"data: {json.dumps(chunk)}\n\n".encode()
+    yield b"data: [DONE]\n\n"
+
+
+def _explain(errors: Any) -> str:
+    parts = []
+    for item in errors:
+        field = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{field}: {item.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
