@@ -27,9 +27,8 @@ from confluent_kafka import Producer
 
 from bench.bench_stack import bench_settings
 from bench.report import median, write_section
-from deploy.clickhouse.config import SETTINGS_ENV, settings_to_json
 from deploy.local.stack import build_stack
-from deploy.settings import FlywheelSettings
+from deploy.settings import SETTINGS_ENV, FlywheelSettings, settings_to_json
 from schemas import ChatEvent, Role, encode
 from streams.producer import ChatEventProducer
 from streams.topics import CHAT_EVENTS, ensure_topics

@@ -6,7 +6,7 @@ import os
 
 import uvicorn
 
-from deploy.clickhouse.config import SETTINGS_ENV, settings_from_json
+from deploy.settings import SETTINGS_ENV, settings_from_json
 from streams.ingest import create_app
 
 settings = settings_from_json(os.environ[SETTINGS_ENV])

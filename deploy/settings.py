@@ -8,6 +8,8 @@ below. It is then passed down; no other module reads the environment.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +36,22 @@ def _check_port(value: int) -> int:
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class _HttpServer(_Section):
+    """A service reached over HTTP: external when `url` is set, else local on host:port."""
+
+    url: str | None = None
+    host: str = "127.0.0.1"
+    port: Port
+
+    @property
+    def external(self) -> bool:
+        return self.url is not None
+
+    @property
+    def http_url(self) -> str:
+        return (self.url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
 class ProducerSettings(_Section):
@@ -114,7 +132,7 @@ def _default_clickhouse_users() -> list[ClickHouseUser]:
     ]
 
 
-class ClickHouseSettings(_Section):
+class ClickHouseSettings(_HttpServer):
     """ClickHouse: a real server by URL, or the embedded chDB engine behind the HTTP interface."""
 
     url: str | None = Field(
@@ -142,14 +160,6 @@ class ClickHouseSettings(_Section):
         if len(set(names)) != len(names):
             raise ValueError("clickhouse.users has two accounts with the same name; rename one")
         return self
-
-    @property
-    def external(self) -> bool:
-        return self.url is not None
-
-    @property
-    def http_url(self) -> str:
-        return (self.url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
 class WarehouseSettings(_Section):
@@ -216,11 +226,9 @@ class TritonSettings(_Section):
         return self.metrics_url or f"http://{self.host}:{self.metrics_port}/metrics"
 
 
-class PrometheusSettings(_Section):
+class PrometheusSettings(_HttpServer):
     """Prometheus: external by URL, or Debian's `prometheus` run by the stack."""
 
-    url: str | None = None
-    host: str = "127.0.0.1"
     port: Port = 9090
     binary: str = "prometheus"
     scrape_interval_s: int = Field(default=5, ge=1)
@@ -232,20 +240,10 @@ class PrometheusSettings(_Section):
 
     _ports = field_validator("port")(_check_port)
 
-    @property
-    def external(self) -> bool:
-        return self.url is not None
 
-    @property
-    def http_url(self) -> str:
-        return (self.url or f"http://{self.host}:{self.port}").rstrip("/")
-
-
-class AlertmanagerSettings(_Section):
+class AlertmanagerSettings(_HttpServer):
     """Alertmanager: external by URL, or Debian's `prometheus-alertmanager` run by the stack."""
 
-    url: str | None = None
-    host: str = "127.0.0.1"
     port: Port = 9093
     binary: str = "prometheus-alertmanager"
     webhook_url: str | None = Field(
@@ -253,14 +251,6 @@ class AlertmanagerSettings(_Section):
     )
 
     _ports = field_validator("port")(_check_port)
-
-    @property
-    def external(self) -> bool:
-        return self.url is not None
-
-    @property
-    def http_url(self) -> str:
-        return (self.url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
 class MetricsSettings(_Section):
@@ -557,17 +547,43 @@ def _explain(error: Any) -> str:
 
 def masked_dump(settings: FlywheelSettings) -> dict[str, Any]:
     """Settings as plain data with every secret replaced by asterisks."""
-    masked: dict[str, Any] = _mask(settings.model_dump(mode="python"))
+    masked: dict[str, Any] = _plain(
+        settings.model_dump(mode="python"),
+        secret=lambda v: "********" if v.get_secret_value() else "",
+    )
     return masked
 
 
-def _mask(value: Any) -> Any:
+#: The environment variable through which a parent hands its settings to a child process.
+SETTINGS_ENV = "FLYWHEEL_SETTINGS_JSON"
+
+
+def settings_to_json(settings: FlywheelSettings) -> str:
+    """The settings as JSON for a child process: secrets revealed, state_dir absolute.
+
+    The child's environment is readable only by the same user, like the state folder.
+    """
+    data = _plain(settings.model_dump(mode="python"), secret=lambda v: v.get_secret_value())
+    data["state_dir"] = str(settings.state_path)
+    return json.dumps(data)
+
+
+def settings_from_json(raw: str) -> FlywheelSettings:
+    """Rebuild the exact settings `settings_to_json` wrote.
+
+    Raises:
+        ConfigError: the JSON does not describe valid settings.
+    """
+    return load_settings(**json.loads(raw))
+
+
+def _plain(value: Any, *, secret: Callable[[SecretStr], Any]) -> Any:
     if isinstance(value, SecretStr):
-        return "********" if value.get_secret_value() else ""
+        return secret(value)
     if isinstance(value, dict):
-        return {k: _mask(v) for k, v in value.items()}
+        return {k: _plain(v, secret=secret) for k, v in value.items()}
     if isinstance(value, list):
-        return [_mask(v) for v in value]
+        return [_plain(v, secret=secret) for v in value]
     if isinstance(value, Path):
         return str(value)
     return value
