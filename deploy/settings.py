@@ -441,6 +441,53 @@ class InferenceSettings(_Section):
     _ports = field_validator("gateway_port")(_check_port)
 
 
+class MonitoringSettings(_Section):
+    """Drift detectors, latency thresholds, the alert receiver and automatic actions."""
+
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Port = Field(default=9310, description="`flywheel monitor run` /metrics.")
+    receiver_host: str = "127.0.0.1"
+    receiver_port: Port = Field(default=9311, description="`flywheel alerts receiver`.")
+    evaluation_interval_s: float = Field(default=60.0, gt=0, description="Between evaluations.")
+    current_window_s: int = Field(default=3600, ge=1, description="The sliding current window.")
+    reference_period_s: int = Field(
+        default=7 * 86400, ge=1,
+        description="Fallback reference when no serving version records its training window: "
+        "the period just before the current window.",
+    )
+    min_window_rows: int = Field(
+        default=50, ge=2, description="Fewer rows in either window report insufficient data."
+    )
+    max_window_rows: int = Field(
+        default=2000, ge=2, description="Rows sampled per window for the embedding test."
+    )
+    alpha: float = Field(
+        default=0.001, gt=0, lt=1, description="Significance of the two-sample tests."
+    )
+    permutations: int = Field(default=500, ge=20, description="MMD permutation-test draws.")
+    psi_threshold: float = Field(default=0.2, gt=0, description="PSI above this is drift.")
+    length_bins: int = Field(default=10, ge=2, description="Quantile bins of numeric features.")
+    page_hinkley_delta: float = Field(default=0.005, ge=0, description="Tolerated rate change.")
+    page_hinkley_threshold: float = Field(default=5.0, gt=0, description="Page-Hinkley lambda.")
+    per_tenant: bool = Field(default=True, description="Also test each tenant with enough rows.")
+    latency_p99_thresholds_s: dict[str, float] = Field(
+        default_factory=dict, description="p99 latency threshold per model name, in seconds."
+    )
+    default_latency_p99_s: float = Field(default=2.0, gt=0, description="For other models.")
+    auto_retrain_on_drift: bool = Field(
+        default=False, description="A firing drift alert asks the trainer to retrain."
+    )
+    auto_rollback: bool = Field(
+        default=False,
+        description="A latency/error alert on a freshly promoted version rolls it back.",
+    )
+    fresh_promotion_s: int = Field(
+        default=3600, ge=1, description="A version is `freshly promoted` for this long."
+    )
+
+    _ports = field_validator("metrics_port", "receiver_port")(_check_port)
+
+
 class FlywheelSettings(BaseSettings):
     """Every address, path, port, credential and threshold Flywheel uses."""
 
@@ -472,6 +519,7 @@ class FlywheelSettings(BaseSettings):
     alertmanager: AlertmanagerSettings = AlertmanagerSettings()
     metrics: MetricsSettings = MetricsSettings()
     model: ModelSettings = ModelSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     inference: InferenceSettings = InferenceSettings()
     streams: StreamsSettings = StreamsSettings()
     trainer: TrainerSettings = TrainerSettings()
