@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings
@@ -30,33 +31,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def make_test_settings(
     state_dir: Path, *, port_offset: int = PORT_OFFSET, **overrides: object
 ) -> FlywheelSettings:
+    """Settings whose every port (any field named `port` or `*_port`) is moved by the offset."""
     defaults = FlywheelSettings()
-    sections = {
-        "kafka": defaults.kafka.model_copy(
-            update={"port": defaults.kafka.port + port_offset,
-                    "controller_port": defaults.kafka.controller_port + port_offset}
-        ),
-        "clickhouse": defaults.clickhouse.model_copy(
-            update={"port": defaults.clickhouse.port + port_offset}
-        ),
-        "triton": defaults.triton.model_copy(
-            update={"http_port": defaults.triton.http_port + port_offset,
-                    "grpc_port": defaults.triton.grpc_port + port_offset,
-                    "metrics_port": defaults.triton.metrics_port + port_offset}
-        ),
-        "prometheus": defaults.prometheus.model_copy(
-            update={"port": defaults.prometheus.port + port_offset}
-        ),
-        "alertmanager": defaults.alertmanager.model_copy(
-            update={"port": defaults.alertmanager.port + port_offset}
-        ),
-        "metrics": defaults.metrics.model_copy(
-            update={"port": defaults.metrics.port + port_offset}
-        ),
-        "ingest": defaults.ingest.model_copy(
-            update={"port": defaults.ingest.port + port_offset}
-        ),
-    }
+    sections: dict[str, object] = {}
+    for name in type(defaults).model_fields:
+        section = getattr(defaults, name)
+        if not isinstance(section, BaseModel):
+            continue
+        moved = {
+            field: getattr(section, field) + port_offset
+            for field in type(section).model_fields
+            if field == "port" or field.endswith("_port")
+        }
+        if moved:
+            sections[name] = section.model_copy(update=moved)
     sections.update(overrides)
     return FlywheelSettings(state_dir=state_dir, **sections)
 
