@@ -467,8 +467,13 @@ class MonitoringSettings(_Section):
     permutations: int = Field(default=500, ge=20, description="MMD permutation-test draws.")
     psi_threshold: float = Field(default=0.2, gt=0, description="PSI above this is drift.")
     length_bins: int = Field(default=10, ge=2, description="Quantile bins of numeric features.")
-    page_hinkley_delta: float = Field(default=0.005, ge=0, description="Tolerated rate change.")
-    page_hinkley_threshold: float = Field(default=5.0, gt=0, description="Page-Hinkley lambda.")
+    page_hinkley_delta: float = Field(
+        default=0.1, ge=0, description="Tolerated rate change, in reference standard deviations."
+    )
+    page_hinkley_threshold: float = Field(
+        default=35.0, gt=0,
+        description="Page-Hinkley lambda; false-alarm odds per run ~ exp(-2 * delta * lambda).",
+    )
     per_tenant: bool = Field(default=True, description="Also test each tenant with enough rows.")
     latency_p99_thresholds_s: dict[str, float] = Field(
         default_factory=dict, description="p99 latency threshold per model name, in seconds."
