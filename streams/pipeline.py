@@ -156,7 +156,7 @@ class Processor:
         try:
             event = decode(record.value, expect=expect).payload
         except SchemaValidationError as e:
-            code = (ReasonCode.NOT_JSON if any(p.type == "not_json" for p in e.problems)
+            code = (ReasonCode.NOT_JSON if any(p.code == "not_json" for p in e.problems)
                     else ReasonCode.SCHEMA_VIOLATION)
             raise self._unparsed(record, code, str(e)) from e
         except UnknownSchemaError as e:

@@ -251,16 +251,24 @@ class StreamWorker:
     def _lookup_turns(self, ids: list[str]) -> tuple[dict[UUID, TurnContext], set[UUID]]:
         db = self._settings.clickhouse.database
         rows = self._client.query(
-            f"SELECT t.event_id, t.conversation_id, t.tenant, t.topic, t.language, t.text, "
-            f"t.model_version, t.ts, (SELECT argMax(u.text, u.turn_index) FROM {db}.chat_turns "
-            f"AS u FINAL WHERE u.conversation_id = t.conversation_id AND u.role = 'user' "
-            f"AND u.turn_index < t.turn_index) FROM {db}.chat_turns AS t FINAL "
-            f"WHERE t.event_id IN {{ids:Array(UUID)}} AND t.role = 'assistant'",
+            f"SELECT event_id, conversation_id, tenant, topic, language, text, model_version, "
+            f"ts, turn_index FROM {db}.chat_turns FINAL "
+            f"WHERE event_id IN %(ids)s AND role = 'assistant'",
             parameters={"ids": ids}).result_rows
-        turns = {r[0]: TurnContext(r[0], r[1], r[2], r[3], r[4], r[8] or "", r[5], r[6], r[7])
-                 for r in rows}
+        prompts: dict[str, list[tuple[int, str]]] = {}
+        if rows:
+            for conversation, index, text in self._client.query(
+                    f"SELECT conversation_id, turn_index, text FROM {db}.chat_turns FINAL "
+                    f"WHERE conversation_id IN %(c)s AND role = 'user'",
+                    parameters={"c": sorted({r[1] for r in rows})}).result_rows:
+                prompts.setdefault(conversation, []).append((index, text))
+        turns = {}
+        for r in rows:
+            earlier = [p for p in prompts.get(r[1], []) if p[0] < r[8]]
+            prompt = max(earlier)[1] if earlier else ""
+            turns[r[0]] = TurnContext(r[0], r[1], r[2], r[3], r[4], prompt, r[5], r[6], r[7])
         rejected = {r[0] for r in self._client.query(
-            f"SELECT event_id FROM {db}.quarantine FINAL WHERE event_id IN {{ids:Array(UUID)}}",
+            f"SELECT event_id FROM {db}.quarantine FINAL WHERE event_id IN %(ids)s",
             parameters={"ids": ids}).result_rows}
         return turns, rejected
 

@@ -1,0 +1,220 @@
+"""The stream worker against the real Kafka and ClickHouse of the test stack.
+
+Conservation: every record ends curated, quarantined or error, exactly once by event id,
+under normal load and after `kill -9` of a worker mid-stream.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer
+
+from deploy.clickhouse.client import get_client
+from deploy.local.supervisor import Supervisor
+from deploy.settings import FlywheelSettings
+from deploy.warehouse import migrate
+from schemas.chat import ChatEvent
+from schemas.envelope import encode
+from tests.streams.worker_harness import (
+    Produced,
+    Topics,
+    create_topics,
+    landed,
+    landed_total,
+    produce_conversations,
+    start_worker,
+    stop_worker,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def worker_settings(running: Callable[..., Supervisor], settings: FlywheelSettings
+                    ) -> FlywheelSettings:
+    running("kafka", "clickhouse")
+    client = get_client(settings)
+    migrate(client, settings)
+    client.close()
+    streams = settings.streams.model_copy(update={
+        "cap_min_records": 1_000_000, "sink_flush_interval_s": 0.3, "poll_batch_max": 200,
+        "sink_batch_rows": 500, "session_timeout_ms": 6000, "max_record_bytes": 1_048_576,
+    })
+    return settings.model_copy(update={"streams": streams})
+
+
+@pytest.fixture(scope="module")
+def client(worker_settings: FlywheelSettings) -> Iterator[Any]:
+    c = get_client(worker_settings)
+    yield c
+    c.close()
+
+
+def _hostile(topics: Topics) -> list[tuple[str, bytes]]:
+    def chat(text: str) -> bytes:
+        return encode(ChatEvent(conversation_id="hostile", turn_index=0, role="user",
+                                text="placeholder", tenant="acme"), producer="t").replace(
+            b'"placeholder"', json.dumps(text).encode())
+
+    wrong_schema = json.dumps({"kind": "chat_event", "schema_version": 1, "producer": "t",
+                               "payload": {"event_id": str(uuid.uuid4()), "tenant": "acme",
+                                           "text": "mail me at leak@example.com"}}).encode()
+    return [
+        (topics.chat, b"this is {not json"),
+        (topics.chat, wrong_schema),
+        (topics.chat, chat("x" * (10 * 1024 * 1024))),
+        (topics.chat, b'{"kind": "chat_event", "payload": "\xff\xfe\xfa"}'),
+        (topics.chat, chat("pass\u200bword reset please")),
+        (topics.chat, chat("an invoice for \u202etxt.exe")),
+    ]
+
+
+HOSTILE_REASONS = ["not_json", "schema_violation", "too_long", "not_utf8",
+                   "schema_violation", "schema_violation"]
+
+
+@pytest.fixture(scope="module")
+def normal_run(worker_settings: FlywheelSettings, client: Any, tmp_path_factory: Any
+               ) -> tuple[Topics, Produced, dict[str, Any], int]:
+    base = f"t_norm_{uuid.uuid4().hex[:8]}"
+    topics = create_topics(worker_settings, base)
+    produced = produce_conversations(worker_settings, topics, conversations=300,
+                                     extra_raw=_hostile(topics))
+    log = Path(tmp_path_factory.mktemp("worker")) / "worker.log"
+    worker = start_worker(worker_settings, topics, group=base, log=log)
+    try:
+        outcome = wait_for(client, worker_settings, topics, total=produced.total,
+                           workers=[worker])
+    finally:
+        code = stop_worker(worker)
+    return topics, produced, outcome, code
+
+
+def _assert_conserved(produced: Produced, outcome: dict[str, Any]) -> None:
+    ids: Counter[uuid.UUID] = Counter(outcome["curated"])
+    ids.update(r[0] for r in outcome["quarantine"] if r[0] is not None)
+    ids.update(e for e in outcome["errors"] if e is not None)
+    sent = produced.chat_ids + produced.feedback_ids
+    missing = [i for i in sent if ids[i] == 0]
+    twice = [i for i, n in ids.items() if n > 1]
+    assert not missing, f"{len(missing)} events never landed"
+    assert not twice, f"{len(twice)} events landed twice"
+    assert landed_total(outcome) == produced.total
+
+
+def test_every_record_ends_curated_quarantined_or_error_exactly_once(
+    normal_run: tuple[Topics, Produced, dict[str, Any], int],
+) -> None:
+    _, produced, outcome, _ = normal_run
+    _assert_conserved(produced, outcome)
+    reasons = Counter(r[3] for r in outcome["quarantine"])
+    assert reasons["toxic"] >= 10 and reasons["duplicate"] >= 5
+
+
+def test_hostile_inputs_land_in_quarantine_with_their_reason(
+    normal_run: tuple[Topics, Produced, dict[str, Any], int],
+) -> None:
+    topics, _, outcome, _ = normal_run
+    by_offset = {}
+    hostile = [r for r in outcome["quarantine"] if r[3] in
+               {"not_json", "schema_violation", "too_long", "not_utf8"}]
+    for row in hostile:
+        by_offset[row[2]] = row[3]
+    assert sorted(by_offset.values()) == sorted(HOSTILE_REASONS)
+
+
+def test_raw_private_data_never_reaches_clickhouse(
+    normal_run: tuple[Topics, Produced, dict[str, Any], int], client: Any,
+    worker_settings: FlywheelSettings,
+) -> None:
+    topics, *_ = normal_run
+    db = worker_settings.clickhouse.database
+    leaks = client.query(
+        f"SELECT count() FROM {db}.chat_turns FINAL WHERE source_topic = {{t:String}} AND "
+        "(text LIKE '%@example.com%' OR text LIKE '%4111 1111%')",
+        parameters={"t": topics.chat}).result_rows[0][0]
+    excerpts = " ".join(r[4] for r in normal_run[2]["quarantine"])
+    redacted = client.query(
+        f"SELECT count() FROM {db}.chat_turns FINAL WHERE source_topic = {{t:String}} "
+        "AND redactions['email'] > 0", parameters={"t": topics.chat}).result_rows[0][0]
+    assert leaks == 0 and "leak@example.com" not in excerpts and redacted > 0
+
+
+def test_quarantine_topic_keeps_the_original_bytes(
+    normal_run: tuple[Topics, Produced, dict[str, Any], int],
+    worker_settings: FlywheelSettings,
+) -> None:
+    topics, _, outcome, _ = normal_run
+    consumer = Consumer({**worker_settings.kafka.client_config(), "group.id": uuid.uuid4().hex,
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topics.quarantine])
+    originals = []
+    for _ in range(60):
+        for message in consumer.consume(500, timeout=0.5):
+            if message.error() is None:
+                originals.append(json.loads(message.value())["payload"])
+        if len(originals) >= len(outcome["quarantine"]):
+            break
+    consumer.close()
+    assert len(originals) >= len(outcome["quarantine"])
+    assert any(o["original"] and o["original_truncated"] for o in originals)
+
+
+def test_feedback_becomes_training_examples(
+    normal_run: tuple[Topics, Produced, dict[str, Any], int], client: Any,
+    worker_settings: FlywheelSettings,
+) -> None:
+    _, produced, *_ = normal_run
+    db = worker_settings.clickhouse.database
+    rows = client.query(
+        f"SELECT count(), countIf(prompt != '') FROM {db}.training_examples FINAL "
+        "WHERE feedback_event_id IN {ids:Array(UUID)}",
+        parameters={"ids": [str(i) for i in produced.feedback_ids]}).result_rows[0]
+    assert rows[0] == len(produced.feedback_ids) and rows[1] > 0
+
+
+def test_worker_stops_cleanly_on_sigterm(
+    normal_run: tuple[Topics, Produced, dict[str, Any], int],
+) -> None:
+    assert normal_run[3] == 0
+
+
+def test_kill_9_mid_stream_and_restart_loses_and_duplicates_nothing(
+    worker_settings: FlywheelSettings, client: Any, tmp_path: Path,
+) -> None:
+    base = f"t_kill_{uuid.uuid4().hex[:8]}"
+    topics = create_topics(worker_settings, base)
+    produced = produce_conversations(worker_settings, topics, conversations=1500, seed=11)
+    log = tmp_path / "worker.log"
+    first = start_worker(worker_settings, topics, group=base, log=log)
+    second = start_worker(worker_settings, topics, group=base, log=log)
+    replacement = None
+    try:
+        partial = wait_for(client, worker_settings, topics, total=produced.total // 4,
+                           workers=[first, second])
+        assert landed_total(partial) < produced.total, "the stream ended before the kill"
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        replacement = start_worker(worker_settings, topics, group=base, log=log)
+        outcome = wait_for(client, worker_settings, topics, total=produced.total,
+                           workers=[second, replacement], timeout_s=180)
+    finally:
+        for worker in (first, second, replacement):
+            if worker is not None:
+                stop_worker(worker)
+    _assert_conserved(produced, outcome)
+    db = worker_settings.clickhouse.database
+    final, distinct = client.query(
+        f"SELECT count(), uniqExact(event_id) FROM {db}.chat_turns FINAL "
+        "WHERE source_topic = {t:String}", parameters={"t": topics.chat}).result_rows[0]
+    assert final == distinct
+    assert landed(client, worker_settings, topics)["curated"]
