@@ -66,8 +66,8 @@ def run_window(
 ) -> RunReport:
     """Train on `[start, end)`, evaluate against the served version, publish if it passes.
 
-    `shuffle_targets` pairs each training prompt with another example's answer: a
-    deliberately sabotaged candidate, for testing that the gate rejects it.
+    `shuffle_targets` trains on `sabotage`d targets: a deliberately bad candidate, for
+    testing that the gate rejects it.
 
     Raises:
         TrainerConfigError, BaseModelMissingError: as `preflight` (before any work).
@@ -99,10 +99,7 @@ def run_window(
     tokenizer = load_tokenizer(base_path)
     train_examples = [e.text_example() for e in window.train]
     if shuffle_targets:
-        targets = [e.target for e in train_examples]
-        targets = targets[1:] + targets[:1]
-        train_examples = [TextExample(e.prompt, t, e.weight)
-                          for e, t in zip(train_examples, targets, strict=True)]
+        train_examples = sabotage(train_examples, seed=trainer.seed)
     seq = trainer.sequence_length_tokens
     train = pack_examples(tokenizer, train_examples, sequence_length_tokens=seq)
     validation = [e.text_example() for e in window.validation]
@@ -155,6 +152,23 @@ def run_window(
         timings["publish_s"] = time.perf_counter() - clock
     return RunReport(window, result, candidate, served_metrics,
                      served.version if served else None, verdict, published, timings)
+
+
+def sabotage(examples: list[Any], *, seed: int) -> list[Any]:
+    """Each prompt paired with another example's answer, its words shuffled (seeded)."""
+    import random
+
+    from trainer.packing import TextExample
+
+    rng = random.Random(seed)
+    targets = [e.target for e in examples]
+    targets = targets[1:] + targets[:1]
+    out = []
+    for example, target in zip(examples, targets, strict=True):
+        words = target.split()
+        rng.shuffle(words)
+        out.append(TextExample(example.prompt, " ".join(words), example.weight))
+    return out
 
 
 def _run_dir(settings: FlywheelSettings, content_sha256: str, sabotaged: bool) -> Path:
