@@ -65,6 +65,7 @@ def _register() -> None:
         demo,
         inference,
         ingest,
+        monitoring,
         schemas,
         stack,
         streams,

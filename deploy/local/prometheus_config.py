@@ -34,6 +34,10 @@ def prometheus_config(settings: FlywheelSettings) -> dict[str, Any]:
         _job("alertmanager", settings.alertmanager.http_url + "/metrics"),
         _job("triton", settings.triton.metrics_address),
         _job("flywheel", f"http://{settings.metrics.host}:{settings.metrics.port}/metrics"),
+        _job(
+            "flywheel-monitor",
+            f"http://{settings.monitoring.metrics_host}:{settings.monitoring.metrics_port}/metrics",
+        ),
     ]
     if not settings.clickhouse.external:
         scrape_configs.append(_job("clickhouse", settings.clickhouse.http_url + "/metrics"))
