@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from deploy.errors import ConfigError
-from deploy.settings import FlywheelSettings, load_settings
+from deploy.settings import SETTINGS_ENV, FlywheelSettings, load_settings, settings_from_json
 from schemas.errors import FlywheelError
 
 console = Console()
@@ -51,7 +52,14 @@ def get_settings(ctx: typer.Context) -> FlywheelSettings:
     root = ctx.find_root()
     obj = root.obj if isinstance(root.obj, dict) else {}
     if "settings" not in obj:
-        obj["settings"] = load_settings(obj.get("config"))
+        # A parent Flywheel process hands its exact settings down; otherwise build them
+        # from --config, flywheel.toml and FLYWHEEL_* variables. This entry point is the
+        # one place that looks at the environment for it.
+        handed_down = os.environ.get(SETTINGS_ENV)
+        if handed_down and obj.get("config") is None:
+            obj["settings"] = settings_from_json(handed_down)
+        else:
+            obj["settings"] = load_settings(obj.get("config"))
         root.obj = obj
     settings: FlywheelSettings = obj["settings"]
     return settings

@@ -55,7 +55,13 @@ def prepare(ctx: typer.Context, services: ServiceNames = None) -> None:
 
 @stack_app.command("down")
 def down(ctx: typer.Context, services: ServiceNames = None) -> None:
-    """Stop what `up` started; no process is left behind."""
+    """Stop what `up` started (Flywheel's own processes first); no process is left behind."""
+    from deploy.local.stack import build_apps_supervisor
+
+    if not services:
+        build_apps_supervisor(get_settings(ctx)).down(
+            progress=lambda name, msg: console.log(f"{name}: {msg}")
+        )
     supervisor = _supervisor(ctx)
     supervisor.down(services, progress=lambda name, msg: console.log(f"{name}: {msg}"))
 
@@ -102,3 +108,39 @@ def render_status(rows: list[ServiceStatus]) -> None:
         healthy = "[green]yes[/]" if row.healthy else "[red]no[/]"
         table.add_row(row.name, pid, row.address, healthy, row.detail)
     console.print(table)
+
+
+apps_app = typer.Typer(
+    help="Run Flywheel's own processes (stream worker, ingest, gateway, controller, monitor, "
+    "alert receiver, trainer watch) under the same supervisor.",
+    no_args_is_help=True,
+)
+app.add_typer(apps_app, name="apps")
+
+
+def _apps(ctx: typer.Context) -> Supervisor:
+    from deploy.local.stack import build_apps_supervisor
+
+    return build_apps_supervisor(get_settings(ctx))
+
+
+@apps_app.command("up")
+def apps_up(ctx: typer.Context, names: ServiceNames = None) -> None:
+    """Start Flywheel's processes (the stack must be up) and wait until each answers."""
+    with console.status("starting Flywheel's processes") as status:
+        rows = _apps(ctx).up(
+            names, progress=lambda name, msg: status.update(f"[bold]{name}[/]: {msg}")
+        )
+    render_status(rows)
+
+
+@apps_app.command("down")
+def apps_down(ctx: typer.Context, names: ServiceNames = None) -> None:
+    """Stop Flywheel's processes."""
+    _apps(ctx).down(names, progress=lambda name, msg: console.log(f"{name}: {msg}"))
+
+
+@apps_app.command("status")
+def apps_status(ctx: typer.Context) -> None:
+    """Show each Flywheel process: pid, address, health."""
+    render_status(_apps(ctx).status())

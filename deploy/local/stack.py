@@ -33,3 +33,10 @@ def build_services(settings: FlywheelSettings) -> list[Service]:
 def build_stack(settings: FlywheelSettings) -> Supervisor:
     """The supervisor of every service the settings describe."""
     return Supervisor(build_services(settings), stop_timeout_s=settings.stop_timeout_s)
+
+
+def build_apps_supervisor(settings: FlywheelSettings) -> Supervisor:
+    """The supervisor of Flywheel's own processes (workers, APIs, controller, monitor)."""
+    from deploy.local.apps import build_apps
+
+    return Supervisor(build_apps(settings), stop_timeout_s=settings.stop_timeout_s)
