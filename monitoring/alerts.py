@@ -9,6 +9,7 @@ Each entry becomes one `Alert`, written to the `alerts` table and the alerts top
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _ZERO_TIME = "0001-01-01T00:00:00Z"
+_FRACTION = re.compile(r"(\.\d+)")
 ALERT_COLUMNS = ("alert_id", "name", "status", "severity", "summary", "description",
                  "runbook_url", "labels", "fingerprint", "starts_at", "ends_at")
 
@@ -64,10 +66,11 @@ def alerts_from_webhook(payload: dict[str, Any]) -> list[Alert]:
                 runbook_url=annotations.get("runbook_url"),
                 labels=labels,
                 fingerprint=entry.get("fingerprint", ""),
-                starts_at=entry["startsAt"],
-                ends_at=ends_at if status == "resolved" and ends_at != _ZERO_TIME else None,
+                starts_at=parse_time(entry["startsAt"]),
+                ends_at=parse_time(ends_at)
+                if status == "resolved" and ends_at and ends_at != _ZERO_TIME else None,
             ))
-        except (KeyError, ValueError, AttributeError) as e:
+        except (KeyError, ValueError, AttributeError, TypeError) as e:
             raise ReceiverError(f"malformed alert in the webhook payload: {e}") from e
     return alerts
 
@@ -123,4 +126,11 @@ class AlertSink:
 
 
 def parse_time(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    """An Alertmanager timestamp (RFC 3339, up to nanoseconds) as an aware datetime.
+
+    Raises:
+        ValueError: not a timestamp.
+    """
+    # Python keeps microseconds: cut Go's nanoseconds to six digits.
+    trimmed = _FRACTION.sub(lambda m: m.group(1)[:7], value.replace("Z", "+00:00"))
+    return datetime.fromisoformat(trimmed)
