@@ -63,7 +63,12 @@ def build_inputs(module: Any, prompt: str, options: GenerationOptions) -> list[A
     return inputs
 
 
-def parse_result(result: Any, *, version: int, started_s: float) -> Completion:
+def parse_result(result: Any, *, version: int | None, started_s: float) -> Completion:
+    """A Completion from an InferResult; the version is the one Triton says answered."""
+    answered = result.get_response().model_version
+    if hasattr(answered, "get"):  # the HTTP client's response is a dict
+        answered = answered.get("model_version")
+
     def first(name: str) -> Any:
         return result.as_numpy(name).reshape(-1)[0]
 
@@ -71,11 +76,13 @@ def parse_result(result: Any, *, version: int, started_s: float) -> Completion:
         text=first("text").decode(), prompt_tokens=int(first("prompt_tokens")),
         completion_tokens=int(first("completion_tokens")),
         finish_reason=first("finish_reason").decode(), adapter_id=first("adapter_id").decode(),
-        version=version, latency_ms=(time.perf_counter() - started_s) * 1000,
+        version=int(answered or version or 0), latency_ms=(time.perf_counter() - started_s) * 1000,
     )
 
 
-def translate(error: InferenceServerException, *, model: str, version: int) -> InferenceError:
+def translate(
+    error: InferenceServerException, *, model: str, version: int | None
+) -> InferenceError:
     """Map a Triton error to Flywheel's: bad request, version gone, or server unavailable."""
     message = error.message() or str(error)
     status = str(error.status() or "")
@@ -108,9 +115,10 @@ class TritonChat:
         return self._client
 
     def complete(
-        self, prompt: str, *, version: int, options: GenerationOptions | None = None
+        self, prompt: str, *, version: int | None = None,
+        options: GenerationOptions | None = None,
     ) -> Completion:
-        """Generate from one version.
+        """Generate from one version (None: the version Triton serves).
 
         Raises:
             BadRequestError: Triton or the model refused the request.
@@ -122,7 +130,7 @@ class TritonChat:
         outputs = [grpcclient.InferRequestedOutput(n) for n in OUTPUTS]
         try:
             result = self.client.infer(
-                self.model, inputs, model_version=str(version), outputs=outputs,
+                self.model, inputs, model_version=str(version or ""), outputs=outputs,
                 client_timeout=self._timeout_s,
             )
         except InferenceServerException as e:
@@ -157,9 +165,10 @@ class AsyncTritonChat:
         return self._client
 
     async def complete(
-        self, prompt: str, *, version: int, options: GenerationOptions | None = None
+        self, prompt: str, *, version: int | None = None,
+        options: GenerationOptions | None = None,
     ) -> Completion:
-        """Generate from one version.
+        """Generate from one version (None: the version Triton serves).
 
         Raises:
             BadRequestError: Triton or the model refused the request.
@@ -171,7 +180,7 @@ class AsyncTritonChat:
         outputs = [grpcaio.InferRequestedOutput(n) for n in OUTPUTS]
         try:
             result = await self.client.infer(
-                self.model, inputs, model_version=str(version), outputs=outputs,
+                self.model, inputs, model_version=str(version or ""), outputs=outputs,
                 client_timeout=self._timeout_s,
             )
         except InferenceServerException as e:

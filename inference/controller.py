@@ -93,7 +93,7 @@ def run_controller(
                            topic=alerts_topic)
 
     def send_alert(alert: Alert) -> None:
-        alerts.send_and_wait(alert, timeout_s=10)
+        alerts.publish(alert, timeout_s=10)
 
     controller = SwapController(settings, model=model, repo=repo, alert_sink=send_alert)
     controller.start()

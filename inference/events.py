@@ -1,13 +1,33 @@
-"""Kafka producers for the platform events the inference package sends."""
+"""Kafka producers for the platform events the inference package sends.
+
+`EventProducer.send_and_wait` reads `event.event_id`, which `Alert` and `ModelPublished`
+do not have; `publish` sends and flushes instead (a failed delivery raises from flush).
+"""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from schemas import Alert, ModelPublished
+from schemas.base import Contract
 from streams.producer import EventProducer
 from streams.topics import ALERTS, MODELS_PUBLISHED
 
+EventT = TypeVar("EventT", bound=Contract)
 
-class AlertProducer(EventProducer[Alert]):
+
+class _Publisher(EventProducer[EventT]):
+    def publish(self, event: EventT, *, timeout_s: float = 10.0) -> None:
+        """Send one event and wait until the broker has it.
+
+        Raises:
+            DeliveryError: the broker did not take it within the timeout.
+        """
+        self.send(event)
+        self.flush(timeout_s)
+
+
+class AlertProducer(_Publisher[Alert]):
     """Sends `Alert`s to the alerts topic, keyed by alert name."""
 
     topic = ALERTS.name
@@ -17,7 +37,7 @@ class AlertProducer(EventProducer[Alert]):
         return event.name.encode()
 
 
-class ModelPublishedProducer(EventProducer[ModelPublished]):
+class ModelPublishedProducer(_Publisher[ModelPublished]):
     """Sends `ModelPublished` to its compacted topic, keyed by model name."""
 
     topic = MODELS_PUBLISHED.name

@@ -203,26 +203,28 @@ def ensure_model(
     instance_count: int = 1,
     device: str = "auto",
     torch_threads: int = 1,
+    warmup_requests: int = 2,
 ) -> Path:
     """Create the model folder with config.pbtxt and version 1 (the base model) if missing.
 
     Raises:
         RepositoryError: the base model folder does not exist.
     """
-    if not (base_model / "config.json").is_file():
+    folder = model_dir(repo, model)
+    needs_base = BASE_VERSION not in versions(repo, model)
+    if needs_base and not (base_model / "config.json").is_file():
         raise RepositoryError(
             f"base model {base_model} has no config.json; build one with "
             "`flywheel trainer bootstrap` or set model.base_model_path"
         )
-    folder = model_dir(repo, model)
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / CONFIG_FILE).is_file():
         write_config(
             repo, model, loaded_versions=[BASE_VERSION], max_batch_size=max_batch_size,
             max_queue_delay_us=max_queue_delay_us, instance_count=instance_count,
-            device=device, torch_threads=torch_threads,
+            device=device, torch_threads=torch_threads, warmup_requests=warmup_requests,
         )
-    if BASE_VERSION not in versions(repo, model):
+    if needs_base:
         write_version(
             repo, model, BASE_VERSION, adapter_dir=None,
             metadata={"base_model": str(base_model.resolve()), "adapter_id": BASE_ADAPTER_ID},
@@ -240,6 +242,7 @@ def write_config(
     instance_count: int = 1,
     device: str = "auto",
     torch_threads: int = 1,
+    warmup_requests: int = 2,
 ) -> Path:
     """Render config.pbtxt from the package template and replace it atomically.
 
@@ -259,6 +262,7 @@ def write_config(
         instance_kind=kind,
         device=device,
         torch_threads=torch_threads,
+        warmup_requests=warmup_requests,
     )
     path = model_dir(repo, model) / CONFIG_FILE
     _write_text_atomically(path, text)

@@ -15,6 +15,7 @@ import contextlib
 import hmac
 import json
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -110,13 +111,14 @@ def create_app(
             logger.error("chat event %s not delivered: %s", report.event_id, report.error)
 
     async def generate(prompt: str, generation: GenerationOptions) -> Completion:
-        version = routing.pick()
+        current = routing.current()
+        # Without a canary Triton has one version loaded and swaps it atomically: ask for
+        # "the served version" so a swap can never strand a request on an unloaded one.
+        version = current.pick(random.random()) if current.canary is not None else None
         try:
             return await triton.complete(prompt, version=version, options=generation)
         except _VersionGone:
-            # Swapped out between our routing read and Triton: reread and retry once.
-            version = routing.current(force=True).live
-            return await triton.complete(prompt, version=version, options=generation)
+            return await triton.complete(prompt, version=None, options=generation)
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Any:

@@ -97,8 +97,11 @@ class TritonPythonModel:
             getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", 1024)
         )
         self.eos_id = self.tokenizer.eos_token_id
-        # One tiny generation so the first real request pays no lazy-init cost.
-        self._generate([self._ids("hello")], max_new_tokens=2, temperature=0.0, top_p=1.0)
+        # Warm-up before Triton marks this version ready and moves traffic to it: real
+        # generations (greedy and sampled) must succeed, or the load fails.
+        for i in range(int(params.get("warmup_requests", "2"))):
+            self._generate([self._ids("hello, can you help me?")], max_new_tokens=4,
+                           temperature=0.7 if i % 2 else 0.0, top_p=0.9)
         logger.info("loaded version %s (%s) on %s", args["model_version"], self.adapter_id, device)
 
     # -- requests ------------------------------------------------------------------

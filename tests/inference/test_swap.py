@@ -1,0 +1,147 @@
+"""Hot swap: zero failed requests under load, failed loads never switched to, rollback."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deploy.settings import FlywheelSettings
+from inference.client import TritonChat
+from inference.controller import run_controller
+from inference.errors import SwapError
+from inference.events import ModelPublishedProducer
+from inference.gateway.server import gateway_in_thread
+from inference.repository import adapter_sha256, read_metadata, version_dir
+from inference.routing import read_routing
+from inference.swap import ALERT_SWAP_FAILED, SwapController
+from schemas import Alert, DatasetSnapshot, ModelPublished
+from streams.topics import ALERTS, CHAT_EVENTS, MODELS_PUBLISHED
+from tests.inference.conftest import add_adapter_version, read_topic
+
+pytestmark = pytest.mark.integration
+
+KEY = {"Authorization": "Bearer flywheel-dev-key"}
+ASK = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 6}
+
+
+def test_a_swap_under_load_fails_no_request_and_moves_traffic_to_the_new_version(
+    swap_settings: FlywheelSettings, controller: SwapController, tiny_base: Path,
+    tiny_adapter: Path, topic: object,
+) -> None:
+    version = add_adapter_version(swap_settings, controller.model, tiny_base, tiny_adapter,
+                                  adapter_id="adapter-swap")
+    stop = threading.Event()
+    answered: Counter[str] = Counter()
+    failures: list[str] = []
+
+    with gateway_in_thread(swap_settings, model=controller.model,
+                           chat_topic=topic(CHAT_EVENTS)) as url:  # type: ignore[operator]
+        def client_loop() -> None:
+            with httpx.Client(base_url=url, headers=KEY, timeout=30) as http:
+                while not stop.is_set():
+                    response = http.post("/v1/chat/completions", json=ASK)
+                    if response.status_code == 200:
+                        answered[response.json()["system_fingerprint"]] += 1
+                    else:
+                        failures.append(f"{response.status_code} {response.text}")
+
+        threads = [threading.Thread(target=client_loop) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            result = controller.deploy(version)
+            with httpx.Client(base_url=url, headers=KEY, timeout=30) as http:
+                after = [http.post("/v1/chat/completions", json=ASK).json() for _ in range(3)]
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+
+    assert failures == []
+    assert answered["base"] > 0 and answered["adapter-swap"] > 0
+    assert {a["flywheel"]["version"] for a in after} == {version}
+    assert result.previous == 1 and result.live == version
+    assert read_routing(controller.repo, controller.model).previous == 1  # type: ignore[union-attr]
+
+
+def test_a_corrupt_adapter_never_goes_live_the_old_version_serves_and_an_alert_is_sent(
+    swap_settings: FlywheelSettings, controller: SwapController, tiny_base: Path,
+    tiny_adapter: Path, tmp_path: Path, topic: object,
+) -> None:
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tiny_adapter, corrupt)
+    (corrupt / "adapter_model.safetensors").write_bytes(b"\x00not a safetensors file" * 10)
+    published_topic = topic(MODELS_PUBLISHED)  # type: ignore[operator]
+    alerts_topic = topic(ALERTS)  # type: ignore[operator]
+    event = ModelPublished(
+        model=controller.model, version=2, adapter_id="adapter-corrupt",
+        base_model=str(tiny_base), adapter_uri=str(corrupt),
+        adapter_sha256=adapter_sha256(corrupt), previous_version=1,
+        dataset=DatasetSnapshot(window_start=datetime(2026, 1, 1, tzinfo=UTC),
+                                window_end=datetime(2026, 1, 2, tzinfo=UTC), query="select 1",
+                                train_rows=1, validation_rows=1, content_sha256="0" * 64),
+    )
+    stop = threading.Event()
+    runner = threading.Thread(target=run_controller, args=(swap_settings,), kwargs={
+        "stop": stop, "model": controller.model, "topic": published_topic,
+        "alerts_topic": alerts_topic})
+    runner.start()
+    try:
+        with ModelPublishedProducer(swap_settings.kafka, producer_name="test",
+                                    topic=published_topic) as producer:
+            producer.publish(event)
+        alerts = read_topic(swap_settings, alerts_topic, until=lambda found: len(found) >= 1,
+                            timeout_s=90)
+    finally:
+        stop.set()
+        runner.join(30)
+
+    assert [a.name for a in alerts] == [ALERT_SWAP_FAILED]
+    assert isinstance(alerts[0], Alert) and alerts[0].labels["version"] == "2"
+    assert read_routing(controller.repo, controller.model).live == 1  # type: ignore[union-attr]
+    with TritonChat(swap_settings.triton.grpc_address, model=controller.model) as chat:
+        assert chat.complete("user: still there?", version=1).adapter_id == "base"
+
+
+def test_a_version_that_fails_to_load_raises_and_keeps_the_live_one(
+    controller: SwapController, swap_settings: FlywheelSettings, tiny_base: Path,
+    tiny_adapter: Path,
+) -> None:
+    version = add_adapter_version(swap_settings, controller.model, tiny_base, tiny_adapter,
+                                  adapter_id="adapter-broken")
+    weights = version_dir(controller.repo, controller.model, version) / "adapter"
+    (weights / "adapter_model.safetensors").write_bytes(b"tampered")
+
+    with pytest.raises(SwapError, match="version 1 keeps serving"):
+        controller.deploy(version)
+
+    assert read_routing(controller.repo, controller.model).live == 1  # type: ignore[union-attr]
+    assert [a.labels["version"] for a in controller.alerts] == [str(version)]  # type: ignore[attr-defined]
+    with TritonChat(swap_settings.triton.grpc_address, model=controller.model) as chat:
+        assert chat.complete("user: hi", version=1).adapter_id == "base"
+
+
+def test_rollback_restores_the_previous_version(
+    controller: SwapController, swap_settings: FlywheelSettings, tiny_base: Path,
+    tiny_adapter: Path,
+) -> None:
+    version = add_adapter_version(swap_settings, controller.model, tiny_base, tiny_adapter,
+                                  adapter_id="adapter-rb")
+    controller.deploy(version)
+
+    result = controller.rollback()
+
+    routing = read_routing(controller.repo, controller.model)
+    assert routing is not None and (routing.live, routing.previous) == (1, None)
+    assert (result.previous, result.live) == (version, 1)
+    with TritonChat(swap_settings.triton.grpc_address, model=controller.model) as chat:
+        assert chat.complete("user: hi", version=1).adapter_id == "base"
+    rows = {r["version"]: r for r in controller.status()}
+    assert rows[1]["role"] == "live" and rows[version]["triton_state"] != "READY"
+    assert read_metadata(controller.repo, controller.model, version)["adapter_id"] == "adapter-rb"
