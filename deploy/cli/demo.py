@@ -14,12 +14,11 @@ from deploy.cli.stack import render_status
 @app.command("demo")
 def demo(ctx: typer.Context) -> None:
     """Bring the local stack up and show each real service answering."""
-    from streams.topics import ensure_topics
-
     from deploy.clickhouse.client import get_client
     from deploy.local.stack import build_stack
     from deploy.smoke import run_smoke
     from deploy.warehouse import migrate
+    from streams.topics import ensure_topics
 
     settings = get_settings(ctx)
     started = time.monotonic()
