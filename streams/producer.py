@@ -48,7 +48,8 @@ EventT = TypeVar("EventT", bound=Contract)
 class DeliveryReport:
     """Where the broker stored one event, or why it could not."""
 
-    event_id: UUID
+    event_id: UUID | None
+    """The event's `event_id`; None for kinds without one (e.g. `ModelPublished`)."""
     topic: str
     partition: int
     offset: int
@@ -205,7 +206,7 @@ class EventProducer(Generic[EventT]):
             # The hot path: one shared callback, no per-event closure.
             self._produce(key, value, self._record_failure)
             return
-        event_id: UUID = event.event_id  # type: ignore[attr-defined]
+        event_id: UUID | None = getattr(event, "event_id", None)
 
         def delivered(error: KafkaError | None, message: Message) -> None:
             on_delivery(self._report(event_id, error, message))
@@ -213,7 +214,7 @@ class EventProducer(Generic[EventT]):
         self._produce(key, value, delivered)
 
     def _report(
-        self, event_id: UUID, error: KafkaError | None, message: Message
+        self, event_id: UUID | None, error: KafkaError | None, message: Message
     ) -> DeliveryReport:
         return DeliveryReport(
             event_id=event_id,
@@ -227,7 +228,8 @@ class EventProducer(Generic[EventT]):
         if error is None:
             return
         # Failures are rare: recover the event id from the payload only then.
-        event_id = UUID(json.loads(message.value() or b"{}")["payload"]["event_id"])
+        payload = json.loads(message.value() or b"{}").get("payload", {})
+        event_id = UUID(payload["event_id"]) if "event_id" in payload else None
         logger.warning("delivery of %s to %s failed: %s", event_id, self._topic, error)
         with self._failures_lock:
             self._failures.append(self._report(event_id, error, message))
