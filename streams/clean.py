@@ -13,11 +13,11 @@ import logging
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
 
 import ftfy
 
 from schemas.platform import ReasonCode
+from streams.language import classify
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u206
 #: Zero-width characters; U+200D joins emoji and is allowed between two symbols.
 ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff\u180e")
 _INVISIBLE = BIDI_CONTROLS | ZERO_WIDTH
+_INVISIBLE_SEARCH = re.compile("[" + "".join(sorted(_INVISIBLE)) + "]").search
 _BLOCKS = re.compile(r"<(script|style)\b[^>]*>.*?</\1\s*>", re.I | re.S)
 _TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]{0,500})?/?>|<!--.*?-->", re.S)
 _BREAK_TAGS = re.compile(r"<(?:br|/p|/div|/li|/h[1-6])\b[^>]*>", re.I)
@@ -53,7 +54,7 @@ class Cleaned:
 
 def hidden_characters(text: str) -> list[str]:
     """Invisible characters of `text` that change how it reads, as `U+XXXX` names."""
-    if not any(c in _INVISIBLE for c in text):
+    if text.isascii() or _INVISIBLE_SEARCH(text) is None:
         return []
     found = []
     for index, char in enumerate(text):
@@ -85,6 +86,10 @@ def strip_html(text: str) -> tuple[str, bool]:
 
 def collapse_whitespace(text: str) -> str:
     """Runs of spaces become one space; runs of blank lines one blank line; ends trimmed."""
+    if "\n" not in text:  # one line (the usual turn): the same result, without the split
+        if text.isascii() and "  " not in text and not any(c in text for c in "\t\f\v"):
+            return text.strip()  # single spaces only: nothing to collapse
+        return _SPACES.sub(" ", text).strip()
     lines = [_SPACES.sub(" ", line).strip() for line in text.replace("\r\n", "\n").split("\n")]
     return _NEWLINES.sub("\n\n", "\n".join(lines)).strip()
 
@@ -119,21 +124,22 @@ def clean_text(text: str, *, min_chars: int, max_chars: int) -> Cleaned | Reject
     return Cleaned(final, had_html, repaired != text)
 
 
-@lru_cache(maxsize=1)
-def _identifier() -> object:
-    from langid.langid import LanguageIdentifier, model
-
-    return LanguageIdentifier.from_modelstring(model, norm_probs=True)
-
-
 def detect_language(text: str, *, sample_chars: int) -> tuple[str, float]:
-    """ISO 639-1 code of the text's language and the model's confidence (langid.py).
+    """ISO 639-1 code of the text's language and the model's confidence (langid.py's model).
 
     Only the first `sample_chars` characters are read: enough for a chat turn, and it
-    keeps the classifier's cost flat.
+    keeps the classifier's cost flat. See `streams.language` for how it is evaluated.
     """
     sample = text[:sample_chars]
-    if sum(c.isalpha() for c in sample) < 3:
+    if not _has_letters(sample, 3):
         return "und", 0.0
-    language, confidence = _identifier().classify(sample)  # type: ignore[attr-defined]
-    return str(language), float(confidence)
+    return classify(sample)
+
+
+def _has_letters(text: str, count: int) -> bool:
+    for char in text:  # stops at the `count`-th letter, usually within the first word
+        if char.isalpha():
+            count -= 1
+            if count == 0:
+                return True
+    return False

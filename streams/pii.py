@@ -32,6 +32,25 @@ _SECRET = re.compile(
     """,
     re.VERBOSE,
 )
+# The keyword alternative of _SECRET alone, for lowercased ASCII text (no IGNORECASE and
+# no leading \b, so the engine can skip to the keywords' first letters; the boundary is
+# checked on each hit instead), and the keywords it cannot match without.
+_SECRET_KEYWORD_LOWER = re.compile(
+    r"""
+    (?:api[_ -]?key|access[_ -]?token|auth[_ -]?token|secret(?:[_ -]?key)?|password|passwd
+       |token)
+    ["']?\s*(?:[:=]|\bis\b)\s*["']?[^\s"',;]{6,}
+    """,
+    re.VERBOSE,
+)
+_SECRET_KEYWORDS = ("key", "token", "secret", "passw")
+#: Literal parts of the other alternatives of _SECRET (the case-sensitive ones as written).
+_SECRET_MARKERS = ("sk-", "sk_", "pk-", "pk_", "rk-", "rk_", "AKIA", "ghp_", "gho_", "ghu_",
+                   "ghs_", "ghr_", "github_pat_", "xox", "AIza", "glpat-", "eyJ")
+_LONG_RUN = re.compile(r"[A-Za-z0-9]{32}").search
+_DIGIT_SEARCH = re.compile(r"\d").search
+_DIGIT_FINDALL = re.compile(r"\d").findall
+_WORD_CHAR = re.compile(r"\w").match
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
 _SSN = re.compile(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b")
 # 13-19 digits, optionally grouped by spaces or dashes; kept only if the Luhn check passes.
@@ -117,17 +136,76 @@ def _phones(text: str, counts: Counter[str]) -> str:
     return _PHONE.sub(replace, text)
 
 
+def _secrets(text: str, counts: Counter[str]) -> str:
+    # The big alternation costs more than every other pattern together, and plain chat
+    # text can match none of it: each alternative but two needs a literal marker, the
+    # long random key needs a digit and 32 letters or digits in a row, and the keyword
+    # one needs its keyword. Only the keyword one is common, and it runs alone.
+    lowered = text.lower()
+    if (not text.isascii() or "bearer" in lowered or _has_marker(text)
+            or (_has_digit(text) and _LONG_RUN(text) is not None)):
+        return _sub(_SECRET, "secret", text, counts)
+    if not any(keyword in lowered for keyword in _SECRET_KEYWORDS):
+        return text
+    # ASCII from here on: lower() keeps every position, and IGNORECASE on ASCII text is
+    # what matching the lowercased text does.
+    pieces: list[str] = []
+    done = position = 0
+    while (match := _SECRET_KEYWORD_LOWER.search(lowered, position)) is not None:
+        start = match.start()
+        if start > 0 and _WORD_CHAR(lowered, start - 1):
+            position = start + 1  # no word boundary before the keyword: look further on
+            continue
+        pieces += [text[done:start], "[SECRET]"]
+        counts["secret"] += 1
+        done = position = match.end()
+    return "".join(pieces) + text[done:] if pieces else text
+
+
+def _has_digit(text: str) -> bool:
+    if text.isascii():  # deleting bytes is a C loop; a regex scan costs ten times more
+        data = text.encode("ascii")
+        return len(data.translate(None, b"0123456789")) != len(data)
+    return _DIGIT_SEARCH(text) is not None
+
+
+def _has_marker(text: str) -> bool:
+    # Every marker but three holds a "-" or "_" (`xox` is always followed by "-").
+    if "-" in text or "_" in text:
+        return any(marker in text for marker in _SECRET_MARKERS)
+    return "AKIA" in text or "AIza" in text or "eyJ" in text
+
+
+def _may_hold_numbers_or_emails(text: str) -> bool:
+    if "@" in text or "eyJ" in text or _has_digit(text):
+        return True
+    # str.isdigit also takes superscripts and circled digits, which \d does not.
+    return not text.isascii() and any(c.isdigit() for c in text)
+
+
 def redact(text: str) -> Redaction:
-    """Replace every private datum in `text` by a typed placeholder, counting each kind."""
+    """Replace every private datum in `text` by a typed placeholder, counting each kind.
+
+    Each pattern runs only when the text has what it needs to match (an `@` for emails,
+    13 digits for a card...); placeholders add none of those, so skipping is exact.
+    """
     counts: Counter[str] = Counter()
-    if not any(c.isdigit() or c == "@" for c in text) and "eyJ" not in text:
-        # Fast path for most chat turns: no digit and no @ leaves only word-like secrets.
-        return Redaction(_sub(_SECRET, "secret", text, counts), counts)
-    text = _sub(_SECRET, "secret", text, counts)
-    text = _sub(_EMAIL, "email", text, counts)
-    text = _sub(_SSN, "ssn", text, counts)
-    text = _cards(text, counts)
-    text = _sub(_IPV4, "ip", text, counts)
-    text = _sub(_IPV6, "ip", text, counts)
-    text = _phones(text, counts)
+    full = _may_hold_numbers_or_emails(text)
+    text = _secrets(text, counts)
+    if not full:
+        # Most chat turns: no digit and no @ leaves only word-like secrets.
+        return Redaction(text, counts)
+    if "@" in text:
+        text = _sub(_EMAIL, "email", text, counts)
+    digits = len(_DIGIT_FINDALL(text))
+    if digits >= 9 and "-" in text:
+        text = _sub(_SSN, "ssn", text, counts)
+    if digits >= 13:
+        text = _cards(text, counts)
+    if digits >= 4 and "." in text:
+        text = _sub(_IPV4, "ip", text, counts)
+    if ":" in text:
+        text = _sub(_IPV6, "ip", text, counts)
+    if digits >= 9:
+        text = _phones(text, counts)
     return Redaction(text, counts)

@@ -27,6 +27,7 @@ from schemas.errors import SchemaValidationError, UnknownSchemaError
 from schemas.feedback import FeedbackEvent
 from schemas.platform import QuarantinedRecord, ReasonCode
 from streams.clean import Cleaned, Rejection, clean_text, detect_language
+from streams.decoding import decode_chat
 from streams.dedup import DuplicateWindow
 from streams.join import FeedbackJoin, TurnContext
 from streams.pii import redact
@@ -38,6 +39,7 @@ from streams.rows import (
     quarantine_row,
 )
 from streams.safety import BalanceCaps, SafetyFilter, toxicity_scores
+from streams.tokens import words
 
 if TYPE_CHECKING:
     from deploy.settings import StreamsSettings
@@ -71,6 +73,9 @@ class _Candidate:
     text: str
     language: str
     redactions: dict[str, int]
+    #: `\w+` runs of the lowercased text, shared by toxicity, identity rules and dedup.
+    words: list[str]
+    ascii: bool
 
 
 class _Quarantine(Exception):
@@ -113,7 +118,8 @@ class Processor:
                 prepared.append(None)
         candidates = [p for p in prepared if isinstance(p, _Candidate)]
         try:
-            scores = toxicity_scores([c.text for c in candidates])
+            scores = toxicity_scores([c.text for c in candidates],
+                                     tokens=[c.words for c in candidates])
         except Exception as e:
             for c in candidates:
                 self._error(result, c.record, "safety", e, event_id=c.event.event_id)
@@ -152,9 +158,9 @@ class Processor:
         except UnicodeDecodeError as e:
             raise _Quarantine("decode", Rejection((ReasonCode.NOT_UTF8,),
                               f"not valid UTF-8: {e}", {}), excerpt=_excerpt(record.value)) from e
-        expect = ChatEvent if record.topic == self._chat_topic else FeedbackEvent
         try:
-            event = decode(record.value, expect=expect).payload
+            event = (decode_chat(record.value) if record.topic == self._chat_topic
+                     else decode(record.value, expect=FeedbackEvent).payload)
         except SchemaValidationError as e:
             code = (ReasonCode.NOT_JSON if any(p.code == "not_json" for p in e.problems)
                     else ReasonCode.SCHEMA_VIOLATION)
@@ -178,7 +184,9 @@ class Processor:
                 (ReasonCode.LANGUAGE,), f"language {language} is not in streams.languages",
                 {"language_confidence": round(confidence, 4)}), event_id=event.event_id,
                 tenant=event.tenant, excerpt=redaction.text[:EXCERPT_CHARS])
-        return _Candidate(record, event, redaction.text, language, dict(redaction.counts))
+        lowered = redaction.text.lower()
+        return _Candidate(record, event, redaction.text, language, dict(redaction.counts),
+                          words(lowered), redaction.text.isascii())
 
     def _clean_optional(self, text: str | None, event: FeedbackEvent) -> str | None:
         if text is None:
@@ -199,7 +207,8 @@ class Processor:
 
     def _decide_turn(self, result: BatchResult, c: _Candidate, toxicity: float) -> None:
         event = c.event
-        verdict = self._safety.judge(c.text, toxicity)
+        # The word shortcut is exact for ASCII only (IGNORECASE folds some other letters).
+        verdict = self._safety.judge(c.text, toxicity, words=c.words if c.ascii else None)
         if verdict.reasons:
             self._reject_turn(event)
             raise _Quarantine("safety", Rejection(verdict.reasons, verdict.detail,
@@ -212,7 +221,7 @@ class Processor:
             window = self._windows[key] = DuplicateWindow(
                 window_records=o.dedup_window_records, threshold=o.near_dup_threshold,
                 min_chars=o.near_dup_min_chars, permutations=o.minhash_permutations)
-        duplicate = window.check(event.event_id, c.text)
+        duplicate = window.check(event.event_id, c.text, words=c.words)
         if duplicate is not None:
             self._reject_turn(event)
             raise _Quarantine("clean", Rejection((duplicate,), "repeats a turn of the window",

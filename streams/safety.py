@@ -14,27 +14,23 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from schemas.platform import ReasonCode
+from streams import toxicity
 
 if TYPE_CHECKING:
     from deploy.settings import StreamsSettings
 
 
-@lru_cache(maxsize=1)
-def _toxicity_model() -> Callable[[Sequence[str]], Sequence[float]]:
-    from profanity_check import predict_prob
+def toxicity_scores(texts: Sequence[str], *, tokens: Sequence[list[str]] | None = None
+                    ) -> list[float]:
+    """Probability that each text is toxic (0..1), scored in one batch (`streams.toxicity`).
 
-    return predict_prob  # type: ignore[no-any-return]
-
-
-def toxicity_scores(texts: Sequence[str]) -> list[float]:
-    """Probability that each text is toxic (0..1), scored in one batch."""
-    if not texts:
-        return []
-    return [float(p) for p in _toxicity_model()(list(texts))]
+    Args:
+        tokens: `\\w+` runs of each lowercased text, when the caller has them already.
+    """
+    return toxicity.scores(texts, tokens=tokens)
 
 
 def _alternation(terms: Sequence[str]) -> str:
@@ -58,6 +54,15 @@ class SafetyFilter:
     def __init__(self, options: StreamsSettings) -> None:
         self._threshold = options.toxicity_threshold
         groups = _alternation(options.protected_groups)
+        # Every word of a group, for a cheap test that a text can mention none of them.
+        self._group_words: dict[str, list[tuple[str, ...]]] = {}
+        self._group_always = False
+        for term in options.protected_groups:
+            group_words = tuple(re.findall(r"\w+", term.lower()))
+            if group_words:  # keyed by its last word: "people" is rarer than "the"
+                self._group_words.setdefault(group_words[-1], []).append(group_words)
+            elif term.strip():
+                self._group_always = True
         self._group = re.compile(rf"\b(?:{groups})\b", re.I)
         attacks = _alternation(options.attack_terms)
         traits = _alternation(options.stereotype_terms)
@@ -77,17 +82,33 @@ class SafetyFilter:
             re.I,
         )
 
-    def group_of(self, text: str) -> str:
-        """The first protected group the text mentions, lowercase, or `none`."""
+    def group_of(self, text: str, *, words: Sequence[str] | None = None) -> str:
+        """The first protected group the text mentions, lowercase, or `none`.
+
+        Args:
+            words: the `\\w+` runs of the lowercased ASCII text, when the caller has them;
+                a text lacking some word of every group skips the regex.
+        """
+        if words is not None and not self._group_always:
+            keys = self._group_words.keys() & words
+            present = set(words) if keys else set()
+            if not any(all(w in present for w in group)
+                       for key in keys for group in self._group_words[key]):
+                return "none"
         match = self._group.search(text)
         return " ".join(match.group().lower().split()) if match else "none"
 
-    def judge(self, text: str, toxicity: float) -> SafetyVerdict:
-        """Reason codes (most important first) and scores for one cleaned text."""
+    def judge(self, text: str, toxicity: float, *, words: Sequence[str] | None = None
+              ) -> SafetyVerdict:
+        """Reason codes (most important first) and scores for one cleaned text.
+
+        Args:
+            words: as for `group_of`.
+        """
         scores = {"toxicity": round(toxicity, 4)}
         reasons: list[ReasonCode] = []
         details: list[str] = []
-        group = self.group_of(text)
+        group = self.group_of(text, words=words)
         attack = self._attack.search(text) if group != "none" else None
         if attack or (group != "none" and toxicity >= self._threshold):
             reasons.append(ReasonCode.IDENTITY_ATTACK)
