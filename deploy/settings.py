@@ -462,7 +462,8 @@ class MonitoringSettings(_Section):
         default=2000, ge=2, description="Rows sampled per window for the embedding test."
     )
     alpha: float = Field(
-        default=0.001, gt=0, lt=1, description="Significance of the two-sample tests."
+        default=1e-4, gt=0, lt=1,
+        description="Significance of each test; one evaluation a minute is 1,440 tests a day.",
     )
     permutations: int = Field(default=500, ge=20, description="MMD permutation-test draws.")
     psi_threshold: float = Field(default=0.2, gt=0, description="PSI above this is drift.")

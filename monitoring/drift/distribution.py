@@ -55,7 +55,7 @@ def _psi_p_value(psi: float, *, bins: int, n_reference: int, n_current: int) -> 
 class CategoricalDriftDetector:
     """PSI of a categorical field's shares (topic, language)."""
 
-    def __init__(self, field: str, *, threshold: float = 0.2, alpha: float = 0.001,
+    def __init__(self, field: str, *, threshold: float = 0.2, alpha: float = 1e-4,
                  min_rows: int = 50) -> None:
         self.field = field
         self.name = f"{field}_psi"
@@ -84,7 +84,7 @@ class NumericDriftDetector:
     """PSI of a numeric field over quantile bins of the reference (length, toxicity)."""
 
     def __init__(self, field: str, *, bins: int = 10, threshold: float = 0.2,
-                 alpha: float = 0.001, min_rows: int = 50) -> None:
+                 alpha: float = 1e-4, min_rows: int = 50) -> None:
         self.field = field
         self.name = f"{field}_psi"
         self.bins = bins

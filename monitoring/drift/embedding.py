@@ -41,7 +41,7 @@ class MmdTest:
 
 def mmd_permutation_test(
     reference: NDArray[np.floating], current: NDArray[np.floating], *, permutations: int = 500,
-    alpha: float = 0.001, seed: int = 0,
+    alpha: float = 1e-4, seed: int = 0,
 ) -> MmdTest:
     """Two-sample MMD test of `reference` (n x d) against `current` (m x d).
 
@@ -146,7 +146,7 @@ class EmbeddingDriftDetector:
     name = "embedding_mmd"
 
     def __init__(
-        self, *, alpha: float = 0.001, permutations: int = 500, min_rows: int = 50,
+        self, *, alpha: float = 1e-4, permutations: int = 500, min_rows: int = 50,
         max_rows: int = 2000, seed: int = 0,
     ) -> None:
         self.alpha = alpha

@@ -34,7 +34,7 @@ class Answers:
 class OutputDriftDetector:
     """Three tests of one model version's answers against the reference window's answers."""
 
-    def __init__(self, *, bins: int = 10, psi_threshold: float = 0.2, alpha: float = 0.001,
+    def __init__(self, *, bins: int = 10, psi_threshold: float = 0.2, alpha: float = 1e-4,
                  delta: float = 0.1, threshold: float = 35.0, min_rows: int = 50) -> None:
         self._length = NumericDriftDetector("answer_length", bins=bins, threshold=psi_threshold,
                                             alpha=alpha, min_rows=min_rows)
