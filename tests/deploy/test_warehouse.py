@@ -64,11 +64,12 @@ def test_running_migrations_twice_changes_nothing_the_second_time(
     tables_after_second = client.query(
         f"SELECT name, create_table_query FROM system.tables WHERE database = '{db}' ORDER BY name"
     ).result_rows
-    assert [m.version for m in first.applied] == [1, 2]
-    assert second.applied == [] and len(second.already_applied) == 2
+    shipped = [m.version for m in load_migrations(settings)]
+    assert [m.version for m in first.applied] == shipped
+    assert second.applied == [] and len(second.already_applied) == len(shipped)
     assert tables_after_first == tables_after_second
     recorded = client.query(f"SELECT count() FROM {db}.schema_migrations").result_rows[0][0]
-    assert recorded == 2
+    assert recorded == len(shipped)
 
 
 @pytest.mark.integration
