@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
 
 import httpx
 import pytest
+import tritonclient.grpc as grpcclient
 
+from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings
 from inference.gateway.server import free_port, gateway_in_thread
 from inference.swap import SwapController
@@ -17,6 +23,29 @@ from tests.inference.conftest import read_topic
 pytestmark = pytest.mark.integration
 
 KEY = {"Authorization": "Bearer flywheel-dev-key"}
+
+
+@pytest.fixture(scope="module")
+def served(
+    running: Callable[..., Supervisor], settings: FlywheelSettings, tiny_base: Path
+) -> Iterator[SwapController]:
+    """One model (version 1 live) shared by this module's tests: loads cost seconds."""
+    running("triton", "kafka")
+    inference = settings.inference.model_copy(update={"device": "cpu"})
+    shared = settings.model_copy(update={"inference": inference})
+    ctl = SwapController(shared, model=f"gw-{uuid.uuid4().hex[:10]}")
+    ctl.start(base_model=tiny_base)
+    try:
+        yield ctl
+    finally:
+        with closing(grpcclient.InferenceServerClient(settings.triton.grpc_address)) as c:
+            c.unload_model(ctl.model)
+        shutil.rmtree(ctl.repo / ctl.model, ignore_errors=True)
+
+
+@pytest.fixture
+def controller(served: SwapController) -> SwapController:
+    return served
 
 
 @pytest.fixture
