@@ -56,11 +56,12 @@ def alerts_from_webhook(payload: dict[str, Any]) -> list[Alert]:
             annotations = entry.get("annotations") or {}
             status = entry.get("status", payload.get("status", "firing"))
             ends_at = entry.get("endsAt")
-            severity = labels.get("severity", "warning")
+            level = labels.get("severity", "warning")
+            severity = Severity(level) if level in set(Severity) else Severity.WARNING
             alerts.append(Alert(
                 name=labels.get("alertname", "unnamed"),
                 status="resolved" if status == "resolved" else "firing",
-                severity=severity if severity in set(Severity) else Severity.WARNING,
+                severity=severity,
                 summary=annotations.get("summary") or labels.get("alertname", "alert"),
                 description=annotations.get("description", ""),
                 runbook_url=annotations.get("runbook_url"),

@@ -36,22 +36,28 @@ class DriftSuite:
     def __init__(self, settings: MonitoringSettings, *, encode: Encode) -> None:
         self._settings = settings
         self._encode = encode
-        common = {"alpha": settings.alpha, "min_rows": settings.min_window_rows}
+        alpha, minimum = settings.alpha, settings.min_window_rows
         self.embedding = EmbeddingDriftDetector(
-            permutations=settings.permutations, max_rows=settings.max_window_rows, **common)
-        psi = {"threshold": settings.psi_threshold, **common}
-        self.categorical = [CategoricalDriftDetector(f, **psi) for f in ("topic", "language")]
+            alpha=alpha, permutations=settings.permutations, min_rows=minimum,
+            max_rows=settings.max_window_rows)
+        self.categorical = [
+            CategoricalDriftDetector(f, threshold=settings.psi_threshold, alpha=alpha,
+                                     min_rows=minimum)
+            for f in ("topic", "language")
+        ]
         self.numeric = [
-            NumericDriftDetector(f, bins=settings.length_bins, **psi)
+            NumericDriftDetector(f, bins=settings.length_bins, threshold=settings.psi_threshold,
+                                 alpha=alpha, min_rows=minimum)
             for f in ("length", "toxicity")
         ]
-        ph = {"delta": settings.page_hinkley_delta, "threshold": settings.page_hinkley_threshold,
-              "min_rows": settings.min_window_rows}
-        self.negative_feedback = RateChangeDetector("negative_feedback_rate", **ph)
-        self.quarantine = RateChangeDetector("quarantine_rate", **ph)
-        self.output = OutputDriftDetector(bins=settings.length_bins,
-                                          psi_threshold=settings.psi_threshold, **ph,
-                                          alpha=settings.alpha)
+        delta, lam = settings.page_hinkley_delta, settings.page_hinkley_threshold
+        self.negative_feedback = RateChangeDetector(
+            "negative_feedback_rate", delta=delta, threshold=lam, min_rows=minimum)
+        self.quarantine = RateChangeDetector("quarantine_rate", delta=delta, threshold=lam,
+                                             min_rows=minimum)
+        self.output = OutputDriftDetector(
+            bins=settings.length_bins, psi_threshold=settings.psi_threshold, alpha=alpha,
+            delta=delta, threshold=lam, min_rows=minimum)
 
     def evaluate(self, reference: WindowData, current: WindowData) -> list[DriftResult]:
         """Run every detector; per tenant too for the embedding test when volumes allow."""
@@ -62,9 +68,10 @@ class DriftSuite:
         for detector in self.categorical:
             results.append(detector.compare(getattr(reference, detector.field + "s"),
                                             getattr(current, detector.field + "s"), labels=scope))
-        length, toxicity = self.numeric
-        results.append(length.compare(reference.lengths, current.lengths, labels=scope))
-        results.append(toxicity.compare(reference.toxicity, current.toxicity, labels=scope))
+        length_test, toxicity_test = self.numeric
+        results.append(length_test.compare(reference.lengths, current.lengths, labels=scope))
+        results.append(toxicity_test.compare(reference.toxicity, current.toxicity,
+                                             labels=scope))
         results.append(self.negative_feedback.compare(
             reference.negative_feedback, current.negative_feedback, labels=scope))
         results.append(self.quarantine.compare(reference.quarantined, current.quarantined,

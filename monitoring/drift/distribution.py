@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
 
 from monitoring.drift.result import DriftResult
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 # Half a count per bin: an empty bin in a small window must not weigh like a vanished
 # category (with a tiny epsilon, one empty bin of 60 rows alone pushes PSI above 1).
@@ -36,9 +40,10 @@ def jensen_shannon(expected: Sequence[float], actual: Sequence[float]) -> float:
     return float(0.5 * np.sum(p * np.log2(p / m)) + 0.5 * np.sum(q * np.log2(q / m)))
 
 
-def _shares(counts: Sequence[float]) -> np.ndarray:
+def _shares(counts: Sequence[float]) -> NDArray[np.float64]:
     values = np.asarray(counts, dtype=np.float64) + _PSEUDO_COUNT
-    return values / values.sum()
+    shares: NDArray[np.float64] = values / values.sum()
+    return shares
 
 
 def psi_threshold(base: float, *, bins: int, n_reference: int, n_current: int,

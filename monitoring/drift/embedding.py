@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
@@ -40,8 +40,8 @@ class MmdTest:
 
 
 def mmd_permutation_test(
-    reference: NDArray[np.floating], current: NDArray[np.floating], *, permutations: int = 500,
-    alpha: float = 1e-4, seed: int = 0,
+    reference: NDArray[np.floating[Any]], current: NDArray[np.floating[Any]], *,
+    permutations: int = 500, alpha: float = 1e-4, seed: int = 0,
 ) -> MmdTest:
     """Two-sample MMD test of `reference` (n x d) against `current` (m x d).
 
@@ -156,7 +156,7 @@ class EmbeddingDriftDetector:
         self.seed = seed
 
     def compare(
-        self, reference: NDArray[np.floating], current: NDArray[np.floating],
+        self, reference: NDArray[np.floating[Any]], current: NDArray[np.floating[Any]],
         *, labels: dict[str, str] | None = None,
     ) -> DriftResult:
         """Compare two embedding matrices; fewer than `min_rows` in either is undecided."""
@@ -183,8 +183,9 @@ class EmbeddingDriftDetector:
 
 
 def _sample(
-    rows: NDArray[np.floating], limit: int, rng: np.random.Generator
-) -> NDArray[np.floating]:
+    rows: NDArray[np.floating[Any]], limit: int, rng: np.random.Generator
+) -> NDArray[np.floating[Any]]:
     if len(rows) <= limit:
         return rows
-    return rows[rng.choice(len(rows), size=limit, replace=False)]
+    sampled: NDArray[np.floating[Any]] = rows[rng.choice(len(rows), size=limit, replace=False)]
+    return sampled
