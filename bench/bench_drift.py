@@ -166,7 +166,8 @@ def main() -> None:
               f"{base.false_alarms}/{base.false_alerts} | {ours.evaluations} evaluations in "
               f"{elapsed:.0f} s", flush=True)
         if seed == 0:
-            plot(ours, Path(__file__).resolve().parent.parent / "docs" / "drift_benchmark.png")
+            name = f"drift_benchmark_shift{round(args.shift_share * 100)}.png"
+            plot(ours, Path(__file__).resolve().parent.parent / "docs" / name)
 
     def med(values: list[int | None]) -> str:
         known = [v for v in values if v is not None]
@@ -198,7 +199,7 @@ Granularity: delays are multiples of the {STEP_EVENTS}-event evaluation step.
 """
     print(body)
     if not args.no_write:
-        write_section("Drift detection (bench_drift)", body)
+        write_section(f"Drift detection (bench_drift, {args.shift_share:.0%} shift)", body)
 
 
 def plot(outcome: Outcome, path: Path) -> None:
