@@ -56,6 +56,8 @@ class PendingFeedback:
     event: FeedbackEvent
     correction: str | None
     arrived_s: float
+    #: (topic, partition) of the feedback record, so a revoked partition's entries go.
+    source: tuple[str, int] | None = None
 
 
 def example_row(turn: TurnContext, feedback: PendingFeedback) -> tuple[Any, ...]:
@@ -91,6 +93,7 @@ class FeedbackJoin:
         self._rejected: OrderedDict[UUID, float] = OrderedDict()
         self._last_user: OrderedDict[str, tuple[int, str]] = OrderedDict()
         self._pending: OrderedDict[UUID, PendingFeedback] = OrderedDict()
+        self._waiting: dict[UUID, set[UUID]] = {}  # turn id -> ids of feedback waiting on it
         #: joined (turn was in memory), early (feedback waited), recovered (from ClickHouse),
         #: turn_rejected (the turn was quarantined), orphan (TTL passed, no turn).
         self.counts: Counter[str] = Counter()
@@ -117,9 +120,8 @@ class FeedbackJoin:
         while len(self._turns) > self._max_turns:
             self._turns.popitem(last=False)
         rows = []
-        for feedback_id in [k for k, v in self._pending.items()
-                            if v.event.turn_event_id == turn.event_id]:
-            rows.append(example_row(turn, self._pending.pop(feedback_id)))
+        for feedback_id in sorted(self._waiting.get(turn.event_id, ())):
+            rows.append(example_row(turn, self._take(feedback_id)))
             self.counts["early"] += 1
         return rows
 
@@ -128,23 +130,49 @@ class FeedbackJoin:
         self._rejected[event_id] = self._clock()
         while len(self._rejected) > self._max_turns:
             self._rejected.popitem(last=False)
-        waiting = [k for k, v in self._pending.items() if v.event.turn_event_id == event_id]
-        for feedback_id in waiting:
-            del self._pending[feedback_id]
+        for feedback_id in list(self._waiting.get(event_id, ())):
+            self._take(feedback_id)
             self.counts["turn_rejected"] += 1
 
-    def feedback(self, event: FeedbackEvent, *, correction: str | None) -> tuple[Any, ...] | None:
+    def feedback(self, event: FeedbackEvent, *, correction: str | None,
+                 source: tuple[str, int] | None = None) -> tuple[Any, ...] | None:
         """An example row when the rated turn is known; otherwise the feedback waits."""
+        if event.event_id in self._pending:  # a replay of feedback restored at start-up
+            self._take(event.event_id)
         if event.turn_event_id in self._rejected:
             self.counts["turn_rejected"] += 1
             return None
         known = self._turns.get(event.turn_event_id)
-        item = PendingFeedback(event, correction, self._clock())
+        item = PendingFeedback(event, correction, self._clock(), source)
         if known is not None:
             self.counts["joined"] += 1
             return example_row(known[0], item)
-        self._pending[event.event_id] = item
+        self._wait(item)
         return None
+
+    def restore(self, items: list[PendingFeedback]) -> None:
+        """Wait again for feedback that waited before a restart (see `streams.join_state`)."""
+        for item in items:
+            if item.event.event_id not in self._pending:
+                self._wait(item)
+
+    def forget(self, source: tuple[str, int]) -> None:
+        """Drop the waiting feedback of a partition this worker no longer owns."""
+        for feedback_id in [k for k, v in self._pending.items() if v.source == source]:
+            self._take(feedback_id)
+
+    def _wait(self, item: PendingFeedback) -> None:
+        self._pending[item.event.event_id] = item
+        self._waiting.setdefault(item.event.turn_event_id, set()).add(item.event.event_id)
+
+    def _take(self, feedback_id: UUID) -> PendingFeedback:
+        item = self._pending.pop(feedback_id)
+        waiting = self._waiting.get(item.event.turn_event_id)
+        if waiting is not None:
+            waiting.discard(feedback_id)
+            if not waiting:
+                del self._waiting[item.event.turn_event_id]
+        return item
 
     def resolve(self, turns: dict[UUID, TurnContext], rejected: set[UUID]) -> list[tuple[Any, ...]]:
         """Join waiting feedback to turns found elsewhere (ClickHouse); returns examples."""
@@ -152,10 +180,10 @@ class FeedbackJoin:
         for feedback_id, item in list(self._pending.items()):
             turn_id = item.event.turn_event_id
             if turn_id in turns:
-                rows.append(example_row(turns[turn_id], self._pending.pop(feedback_id)))
+                rows.append(example_row(turns[turn_id], self._take(feedback_id)))
                 self.counts["recovered"] += 1
             elif turn_id in rejected:
-                del self._pending[feedback_id]
+                self._take(feedback_id)
                 self.counts["turn_rejected"] += 1
         return rows
 
@@ -168,6 +196,6 @@ class FeedbackJoin:
             self._rejected.popitem(last=False)
         orphans = [k for k, v in self._pending.items() if v.arrived_s < deadline]
         for feedback_id in orphans:
-            del self._pending[feedback_id]
+            self._take(feedback_id)
         self.counts["orphan"] += len(orphans)
         return len(orphans)

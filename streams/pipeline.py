@@ -99,8 +99,9 @@ class Processor:
         self.join = FeedbackJoin(ttl_s=options.join_ttl_s, max_turns=options.join_max_turns)
 
     def forget_partition(self, topic: str, partition: int) -> None:
-        """Drop the duplicate window of a partition this worker no longer owns."""
+        """Drop the duplicate window and waiting feedback of a partition no longer owned."""
         self._windows.pop((topic, partition), None)
+        self.join.forget((topic, partition))
 
     def process(self, records: list[Record]) -> BatchResult:
         """Decide the outcome of every record of a batch (in order) and build its rows."""
@@ -258,7 +259,8 @@ class Processor:
                          correction: str | None, comment: str | None) -> None:
         result.feedback.append(feedback_row(event, record, correction=correction,
                                             comment=comment))
-        example = self.join.feedback(event, correction=correction)
+        example = self.join.feedback(event, correction=correction,
+                                     source=(record.topic, record.partition))
         if example is not None:
             result.examples.append(example)
         self._curated(result, record, event.event_id)

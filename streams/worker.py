@@ -26,15 +26,16 @@ import logging
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from deploy.clickhouse.client import get_client
 from streams.errors import WorkerError
-from streams.join import TurnContext
+from streams.ingest_quarantine import IngestQuarantineReader
+from streams.join_state import load_pending, lookup_turns
 from streams.metrics import StreamMetrics
 from streams.pipeline import BatchResult, Processor
 from streams.quarantine import QuarantineProducer
@@ -63,14 +64,27 @@ class StreamWorker:
         errors_topic: str = ERRORS.name,
         group_id: str | None = None,
         serve_metrics: bool = True,
+        metrics_port: int | None = None,
+        land_ingest_rejections: bool = True,
     ) -> None:
+        """One worker; nothing connects before `run()`.
+
+        Args:
+            metrics_port: where /metrics is served; None is `settings.metrics.port`, 0 off
+                (so a second worker on one host can take another port, or none).
+            land_ingest_rejections: also consume the quarantine topic and land the HTTP
+                ingest's rejections (see `streams.ingest_quarantine`).
+        """
         self._settings = settings
         self._options = settings.streams
         self._topics = (chat_topic, feedback_topic)
         self._errors_topic = errors_topic
         self._quarantine_topic = quarantine_topic
         self._group_id = group_id or self._options.consumer_group
-        self._serve_metrics = serve_metrics
+        port = settings.metrics.port if metrics_port is None else metrics_port
+        self._metrics_port = port if serve_metrics else 0
+        self._land_ingest_rejections = land_ingest_rejections
+        self._ingest: IngestQuarantineReader | None = None
         self.metrics = StreamMetrics()
         self.processor = Processor(self._options, chat_topic=chat_topic,
                                    feedback_topic=feedback_topic)
@@ -83,6 +97,11 @@ class StreamWorker:
         self._quarantine: QuarantineProducer | None = None
         self._errors: Producer | None = None
         self._last_lag_s = 0.0
+
+    @property
+    def metrics_port(self) -> int:
+        """The port /metrics is served on once running; 0 when it is not served."""
+        return self._metrics_port
 
     def stop(self) -> None:
         """Ask the loop to finish: it flushes the sink, commits and leaves the group."""
@@ -108,6 +127,10 @@ class StreamWorker:
                                                   timeout=0.2)
                 if messages:
                     self._handle(messages)
+                if self._ingest is not None:
+                    rows = self._ingest.poll(max_records=self._options.poll_batch_max)
+                    if rows:
+                        self._sink.add_rows("quarantine", rows)
                 if self._sink.due():
                     self._flush_and_commit()
                 self._report_lag()
@@ -151,12 +174,19 @@ class StreamWorker:
                               "run `flywheel stack up kafka`") from e
         self._consumer.subscribe(list(self._topics), on_assign=self._on_assign,
                                  on_revoke=self._on_revoke)
-        if self._serve_metrics:
-            self.metrics.serve(host=settings.metrics.host, port=settings.metrics.port)
+        if self._land_ingest_rejections:
+            self._ingest = IngestQuarantineReader(
+                settings, topic=self._quarantine_topic, group_id=self._group_id,
+                on_revoke=self._flush_and_commit, metrics=self.metrics)
+            self._ingest.open()
+        if self._metrics_port:
+            self.metrics.serve(host=settings.metrics.host, port=self._metrics_port)
 
     def _close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
+        if self._ingest is not None:
+            self._ingest.close()
         if self._quarantine is not None:
             self._quarantine.close()
         if self._errors is not None:
@@ -169,6 +199,8 @@ class StreamWorker:
     def _handle(self, messages: list[Any]) -> None:
         started = time.perf_counter()
         records = []
+        read: Counter[str] = Counter()
+        skipped = 0
         for message in messages:
             error = message.error()
             if error is not None:
@@ -178,11 +210,15 @@ class StreamWorker:
             key = (message.topic(), message.partition())
             offset = message.offset()
             self._offsets[key] = offset + 1
-            self.metrics.records_in.labels(key[0]).inc()
+            read[key[0]] += 1
             if offset in self._skip.get(key, ()):
-                self.metrics.records_out.labels("skipped_replay").inc()
+                skipped += 1
                 continue
             records.append(Record(key[0], key[1], offset, message.key(), message.value() or b""))
+        for topic, count in read.items():  # one update per topic, not per record
+            self.metrics.records_in.labels(topic).inc(count)
+        if skipped:
+            self.metrics.records_out.labels("skipped_replay").inc(skipped)
         result = self.processor.process(records)
         self._publish(result)
         self.metrics.processing_latency.observe(time.perf_counter() - started)
@@ -218,7 +254,8 @@ class StreamWorker:
     def _flush_and_commit(self) -> None:
         """Quarantine and error topics first, then ClickHouse, then the offsets."""
         assert self._sink is not None and self._consumer is not None
-        if not self._offsets and not self._sink.buffered_rows:
+        ingest_pending = self._ingest is not None and self._ingest.has_uncommitted
+        if not self._offsets and not self._sink.buffered_rows and not ingest_pending:
             return
         self._resolve_join()
         assert self._quarantine is not None and self._errors is not None
@@ -232,13 +269,17 @@ class StreamWorker:
             self._consumer.commit(offsets=offsets, asynchronous=False)
             self.metrics.commits.inc()
             self._offsets.clear()
+        if self._ingest is not None:
+            self._ingest.commit()
 
     def _resolve_join(self) -> None:
         join = self.processor.join
         pending = join.pending
         if pending:
             turn_ids = sorted({str(p.event.turn_event_id) for p in pending})
-            turns, rejected = self._lookup_turns(turn_ids)
+            turns, rejected = lookup_turns(self._client,
+                                           database=self._settings.clickhouse.database,
+                                           ids=turn_ids)
             rows = join.resolve(turns, rejected)
             if rows:
                 assert self._sink is not None
@@ -247,30 +288,6 @@ class StreamWorker:
         for outcome, count in join.counts.items():
             self.metrics.join_outcomes.labels(outcome).inc(count)
         join.counts.clear()
-
-    def _lookup_turns(self, ids: list[str]) -> tuple[dict[UUID, TurnContext], set[UUID]]:
-        db = self._settings.clickhouse.database
-        rows = self._client.query(
-            f"SELECT event_id, conversation_id, tenant, topic, language, text, model_version, "
-            f"ts, turn_index FROM {db}.chat_turns FINAL "
-            f"WHERE event_id IN %(ids)s AND role = 'assistant'",
-            parameters={"ids": ids}).result_rows
-        prompts: dict[str, list[tuple[int, str]]] = {}
-        if rows:
-            for conversation, index, text in self._client.query(
-                    f"SELECT conversation_id, turn_index, text FROM {db}.chat_turns FINAL "
-                    f"WHERE conversation_id IN %(c)s AND role = 'user'",
-                    parameters={"c": sorted({r[1] for r in rows})}).result_rows:
-                prompts.setdefault(conversation, []).append((index, text))
-        turns = {}
-        for r in rows:
-            earlier = [p for p in prompts.get(r[1], []) if p[0] < r[8]]
-            prompt = max(earlier)[1] if earlier else ""
-            turns[r[0]] = TurnContext(r[0], r[1], r[2], r[3], r[4], prompt, r[5], r[6], r[7])
-        rejected = {r[0] for r in self._client.query(
-            f"SELECT event_id FROM {db}.quarantine FINAL WHERE event_id IN %(ids)s",
-            parameters={"ids": ids}).result_rows}
-        return turns, rejected
 
     def _report_lag(self) -> None:
         now = time.monotonic()
@@ -292,6 +309,11 @@ class StreamWorker:
         for tp in committed:
             start = max(tp.offset, 0)
             self._skip[(tp.topic, tp.partition)] = self._landed(tp.topic, tp.partition, start)
+        feedback_topic = self._topics[1]
+        self.processor.join.restore(load_pending(
+            self._client, database=self._settings.clickhouse.database, topic=feedback_topic,
+            partitions=[tp.partition for tp in committed if tp.topic == feedback_topic],
+            ttl_s=self._options.join_ttl_s))
         logger.info("assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in committed])
 
     def _landed(self, topic: str, partition: int, start: int) -> set[int]:
@@ -335,6 +357,8 @@ def _main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--errors-topic", default=ERRORS.name)
     parser.add_argument("--group", default=None)
     parser.add_argument("--no-metrics", action="store_true")
+    parser.add_argument("--metrics-port", type=int, default=None,
+                        help="serve /metrics here (default metrics.port; 0 = off)")
     args = parser.parse_args(list(argv) if argv is not None else None)
     # The entry point: the one place that reads the environment.
     raw = os.environ.get(SETTINGS_ENV)
@@ -343,7 +367,8 @@ def _main(argv: Iterable[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_worker(settings, chat_topic=args.chat_topic, feedback_topic=args.feedback_topic,
                quarantine_topic=args.quarantine_topic, errors_topic=args.errors_topic,
-               group_id=args.group, serve_metrics=not args.no_metrics)
+               group_id=args.group, serve_metrics=not args.no_metrics,
+               metrics_port=args.metrics_port)
     return 0
 
 

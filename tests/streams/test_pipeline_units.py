@@ -9,7 +9,7 @@ from schemas.feedback import FeedbackEvent
 from schemas.platform import ReasonCode
 from streams.clean import Cleaned, Rejection, clean_text
 from streams.dedup import DuplicateWindow
-from streams.join import FeedbackJoin, TurnContext
+from streams.join import FeedbackJoin, PendingFeedback, TurnContext
 
 
 def _clean(text: str) -> Cleaned | Rejection:
@@ -86,3 +86,24 @@ def test_a_correction_becomes_the_target_of_its_example() -> None:
     row = join.feedback(_feedback(turn_id, kind="correction", correction="Hi there!"),
                         correction="Hi there!")
     assert row is not None and row[9] == "Hi there!" and row[10] == "correction"
+
+
+def test_feedback_restored_after_a_restart_joins_its_turn_when_it_comes() -> None:
+    join = FeedbackJoin(ttl_s=60, max_turns=10, clock=lambda: 0.0)
+    turn_id = uuid.uuid4()
+    waiting = PendingFeedback(_feedback(turn_id), None, 0.0, ("fb", 1))
+    join.restore([waiting])
+    rows = join.assistant_turn(_turn(turn_id))
+    assert len(rows) == 1 and join.counts["early"] == 1 and join.pending == []
+
+
+def test_a_replayed_feedback_does_not_wait_twice_and_a_revoked_partition_forgets() -> None:
+    join = FeedbackJoin(ttl_s=60, max_turns=10, clock=lambda: 0.0)
+    event = _feedback(uuid.uuid4())
+    join.restore([PendingFeedback(event, None, 0.0, ("fb", 1))])
+    join.feedback(event, correction=None, source=("fb", 1))
+    assert len(join.pending) == 1
+    join.forget(("fb", 2))
+    assert len(join.pending) == 1
+    join.forget(("fb", 1))
+    assert join.pending == []

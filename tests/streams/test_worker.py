@@ -6,8 +6,10 @@ under normal load and after `kill -9` of a worker mid-stream.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
 
 from deploy.clickhouse.client import get_client
 from deploy.local.supervisor import Supervisor
@@ -23,6 +25,7 @@ from deploy.settings import FlywheelSettings
 from deploy.warehouse import migrate
 from schemas.chat import ChatEvent
 from schemas.envelope import encode
+from schemas.feedback import FeedbackEvent
 from tests.streams.worker_harness import (
     Produced,
     Topics,
@@ -218,3 +221,111 @@ def test_kill_9_mid_stream_and_restart_loses_and_duplicates_nothing(
         "WHERE source_topic = {t:String}", parameters={"t": topics.chat}).result_rows[0]
     assert final == distinct
     assert landed(client, worker_settings, topics)["curated"]
+
+
+def test_ingest_rejections_land_in_the_quarantine_table_redacted_and_once(
+    worker_settings: FlywheelSettings, client: Any, tmp_path: Path,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from streams.ingest import create_app
+    from streams.topics import QUARANTINE, ensure_topics
+
+    ensure_topics(worker_settings, [QUARANTINE])
+    base = f"t_ingq_{uuid.uuid4().hex[:8]}"
+    topics = dataclasses.replace(create_topics(worker_settings, base),
+                                 quarantine=QUARANTINE.name)
+    marker = f"zebra{uuid.uuid4().hex[:10]}"  # not shaped like a secret: kept in excerpts
+    bad_schema = {"conversation_id": "c1", "turn_index": 0, "role": "user",
+                  "text": f"{marker} mail me at leak@example.com"}  # no tenant
+    with TestClient(create_app(worker_settings)) as ingest:
+        headers = {"Authorization": "Bearer flywheel-dev-key"}
+        assert ingest.post("/v1/events/chat", json=bad_schema, headers=headers
+                           ).status_code == 422
+        assert ingest.post("/v1/events/chat", content=f"{marker} {{not json".encode(),
+                           headers=headers).status_code == 400
+    db = worker_settings.clickhouse.database
+
+    def rows() -> list[tuple[Any, ...]]:
+        return client.query(
+            f"SELECT source_topic, primary_reason, redacted_excerpt, detail, source_offset "
+            f"FROM {db}.quarantine FINAL WHERE source_topic = {{t:String}} "
+            f"AND redacted_excerpt LIKE {{m:String}} ORDER BY source_offset",
+            parameters={"t": QUARANTINE.name, "m": f"%{marker}%"}).result_rows
+
+    def committed(group: str) -> int:
+        from confluent_kafka import TopicPartition
+
+        from streams.ingest_quarantine import GROUP_SUFFIX
+
+        reader = Consumer({**worker_settings.kafka.client_config(),
+                           "group.id": group + GROUP_SUFFIX})
+        try:
+            return int(reader.committed([TopicPartition(QUARANTINE.name, 0)], timeout=10)[0]
+                       .offset)
+        finally:
+            reader.close()
+
+    for group in (base, f"{base}_replay"):  # the second group replays the whole topic
+        worker = start_worker(worker_settings, topics, group=group, log=tmp_path / "w.log")
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not (
+                    len(found := rows()) == 2 and committed(group) > found[-1][4]):
+                assert worker.poll() is None, "the worker exited early; see its log"
+                time.sleep(0.5)
+        finally:
+            assert stop_worker(worker) == 0
+    landed_rows = rows()
+    assert sorted(r[1] for r in landed_rows) == ["not_json", "schema_violation"]
+    assert all("leak@example.com" not in r[2] + r[3] for r in landed_rows)
+    assert all("ingest:/v1/events/chat" in r[3] for r in landed_rows)
+
+
+def test_feedback_waiting_for_its_turn_survives_a_kill_9(
+    worker_settings: FlywheelSettings, client: Any, tmp_path: Path,
+) -> None:
+    base = f"t_pend_{uuid.uuid4().hex[:8]}"
+    topics = create_topics(worker_settings, base)
+    producer = Producer(worker_settings.kafka.client_config())
+    turns = [ChatEvent(conversation_id=f"pend-{i}", turn_index=1, role="assistant",
+                       text=f"Here is answer number {i} about exporting reports.",
+                       model="m", model_version="v1", tenant="acme") for i in range(5)]
+    feedback = [FeedbackEvent(conversation_id=t.conversation_id, turn_event_id=t.event_id,
+                              kind="thumbs_up", tenant="acme") for t in turns]
+    for event in feedback:
+        producer.produce(topics.feedback, encode(event, producer="t"),
+                         key=event.conversation_id.encode())
+    assert producer.flush(30) == 0
+    db = worker_settings.clickhouse.database
+    ids = [str(f.event_id) for f in feedback]
+
+    def count(sql: str) -> int:
+        return int(client.query(sql, parameters={"ids": ids}).result_rows[0][0])
+
+    log = tmp_path / "worker.log"
+    first = start_worker(worker_settings, topics, group=base, log=log)
+    try:
+        deadline = time.monotonic() + 90
+        while count(f"SELECT count() FROM {db}.stream_ledger FINAL WHERE event_id IN "
+                    "{ids:Array(UUID)}") < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        time.sleep(1.0)  # the offsets commit right after the ledger insert
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    for event in turns:  # the turns arrive only now, after the crash
+        producer.produce(topics.chat, encode(event, producer="t"),
+                         key=event.conversation_id.encode())
+    assert producer.flush(30) == 0
+    second = start_worker(worker_settings, topics, group=base, log=log)
+    examples_sql = (f"SELECT count() FROM {db}.training_examples FINAL "
+                    "WHERE feedback_event_id IN {ids:Array(UUID)}")
+    try:
+        deadline = time.monotonic() + 90
+        while count(examples_sql) < len(ids) and time.monotonic() < deadline:
+            assert second.poll() is None, "the worker exited early; see its log"
+            time.sleep(0.5)
+    finally:
+        stop_worker(second)
+    assert count(examples_sql) == len(ids)

@@ -1,0 +1,146 @@
+"""Landing the HTTP ingest's rejections in the ClickHouse quarantine table.
+
+The ingest (`streams.ingest`) answers 400/422 and sends the rejected body to the
+quarantine topic as a `QuarantinedRecord` with `partition=None` and `topic` naming the
+route (`ingest:/v1/events/chat`): it never reached a Kafka topic the worker reads. The
+worker's own rejections also go to that topic, but they land through the pipeline. This
+reader, a second consumer inside the worker process with its own group, lands only the
+ingest's: a redacted row whose pointer is the quarantine topic's own partition and offset,
+where the original bytes are. Rows are keyed by that pointer, so a replay rewrites the
+same row; the worker commits this consumer's offsets after the insert, with its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from schemas.envelope import decode
+from schemas.errors import FieldProblem, SchemaValidationError, UnknownSchemaError
+from schemas.platform import QuarantinedRecord
+from streams.pii import redact
+from streams.rows import Record, quarantine_row
+
+if TYPE_CHECKING:
+    from deploy.settings import FlywheelSettings
+    from streams.metrics import StreamMetrics
+
+logger = logging.getLogger(__name__)
+
+EXCERPT_CHARS = 500
+#: Suffix of the consumer group, after the worker's own group id.
+GROUP_SUFFIX = ".ingest-quarantine"
+
+
+def ingest_rejection_row(record: Record) -> tuple[Any, ...] | None:
+    """The quarantine row of an ingest rejection; None for a worker's own rejection.
+
+    Raises:
+        SchemaValidationError, UnknownSchemaError: the message is not a QuarantinedRecord.
+    """
+    try:
+        payload = json.loads(record.value).get("payload")
+    except (ValueError, AttributeError) as e:
+        raise SchemaValidationError("quarantined_record", [
+            FieldProblem("(body)", "not a JSON envelope", "not_json")]) from e
+    if isinstance(payload, dict) and payload.get("partition") is not None:
+        return None  # read from a topic by the worker, which landed it already
+    quarantined = decode(record.value, expect=QuarantinedRecord).payload
+    assert isinstance(quarantined, QuarantinedRecord)
+    if quarantined.partition is not None:
+        return None
+    event_id, tenant = quarantined.event_id, quarantined.tenant
+    if event_id is None:
+        event_id, tenant = _ids_of_bare_event(quarantined.original)
+    detail = redact(f"rejected at {quarantined.topic}: {quarantined.detail}").text
+    text = quarantined.original[:EXCERPT_CHARS * 2].decode("utf-8", "replace")[:EXCERPT_CHARS]
+    return quarantine_row(
+        record, reasons=list(quarantined.reasons), scores=dict(quarantined.scores),
+        detail=detail, redacted_excerpt=redact(text).text, event_id=event_id, tenant=tenant,
+        at=quarantined.quarantined_at)
+
+
+def _ids_of_bare_event(original: bytes) -> tuple[UUID | None, str | None]:
+    try:
+        body = json.loads(original)
+        event_id, tenant = body.get("event_id"), body.get("tenant")
+        return (UUID(event_id) if isinstance(event_id, str) else None,
+                tenant if isinstance(tenant, str) and len(tenant) <= 128 else None)
+    except (ValueError, AttributeError, TypeError):
+        return None, None
+
+
+class IngestQuarantineReader:
+    """The worker's second consumer: ingest rejections in, quarantine rows out."""
+
+    def __init__(
+        self, settings: FlywheelSettings, *, topic: str, group_id: str,
+        on_revoke: Callable[[], None], metrics: StreamMetrics,
+    ) -> None:
+        self._settings = settings
+        self._topic = topic
+        self._group_id = group_id + GROUP_SUFFIX
+        self._on_revoke = on_revoke
+        self._metrics = metrics
+        self._consumer: Consumer | None = None
+        self._offsets: dict[int, int] = {}
+
+    @property
+    def has_uncommitted(self) -> bool:
+        return bool(self._offsets)
+
+    def open(self) -> None:
+        """Create the consumer and subscribe (no network call until the first poll)."""
+        self._consumer = Consumer({
+            **self._settings.kafka.client_config(),
+            "group.id": self._group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": self._settings.streams.session_timeout_ms,
+        }, logger=logger)
+        self._consumer.subscribe([self._topic], on_revoke=lambda *_: self._on_revoke())
+
+    def poll(self, *, max_records: int) -> list[tuple[Any, ...]]:
+        """Quarantine rows of the ingest rejections available now (does not wait)."""
+        assert self._consumer is not None
+        rows = []
+        for message in self._consumer.consume(num_messages=max_records, timeout=0):
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    logger.warning("quarantine consumer error: %s", error.str())
+                continue
+            record = Record(message.topic(), message.partition(), message.offset(),
+                            message.key(), message.value() or b"")
+            self._offsets[record.partition] = record.offset + 1
+            try:
+                row = ingest_rejection_row(record)
+            except (SchemaValidationError, UnknownSchemaError) as e:
+                # Not ours to land: whoever wrote it bypassed QuarantineProducer.
+                logger.warning("%s[%d]@%d is not a QuarantinedRecord (%s); left on the topic",
+                               record.topic, record.partition, record.offset, e)
+                self._metrics.records_out.labels("unreadable_quarantine").inc()
+                continue
+            if row is not None:
+                rows.append(row)
+                self._metrics.records_in.labels(record.topic).inc()
+                self._metrics.rejections.labels("ingest", row[7]).inc()
+        return rows
+
+    def commit(self) -> None:
+        """Commit the offsets read so far; call only after their rows were inserted."""
+        if self._consumer is not None and self._offsets:
+            self._consumer.commit(offsets=[TopicPartition(self._topic, p, o)
+                                           for p, o in self._offsets.items()],
+                                  asynchronous=False)
+            self._offsets.clear()
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
