@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import shutil
 import threading
+import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+import tritonclient.grpc as grpcclient
 
+from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings
 from inference.client import TritonChat
 from inference.controller import run_controller
 from inference.errors import SwapError
 from inference.events import ModelPublishedProducer
 from inference.gateway.server import gateway_in_thread
-from inference.repository import adapter_sha256, read_metadata, version_dir
+from inference.repository import adapter_sha256, next_version, read_metadata, version_dir
 from inference.routing import read_routing
 from inference.swap import ALERT_SWAP_FAILED, SwapController
 from schemas import Alert, DatasetSnapshot, ModelPublished
@@ -28,6 +33,39 @@ pytestmark = pytest.mark.integration
 
 KEY = {"Authorization": "Bearer flywheel-dev-key"}
 ASK = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 6}
+
+
+@pytest.fixture(scope="module")
+def served(
+    running: Callable[..., Supervisor], settings: FlywheelSettings, tiny_base: Path
+) -> Iterator[SwapController]:
+    """One model shared by this module, in order: swap, rollback, then the failed loads.
+
+    Shared because after a failed version load Triton's /v2/health/ready answers 400
+    (strict readiness), and the stack's health check would then refuse to hand out Triton
+    to later tests; the failure tests therefore run last, on the model already served.
+    """
+    running("triton", "kafka")
+    inference = settings.inference.model_copy(
+        update={"drain_s": 0.5, "routing_poll_interval_s": 0.1, "device": "cpu"})
+    shared = settings.model_copy(update={"inference": inference})
+    alerts: list[Alert] = []
+    ctl = SwapController(shared, model=f"swap-{uuid.uuid4().hex[:10]}",
+                         alert_sink=alerts.append)
+    ctl.alerts = alerts  # type: ignore[attr-defined]
+    ctl.start(base_model=tiny_base)
+    try:
+        yield ctl
+    finally:
+        with closing(grpcclient.InferenceServerClient(settings.triton.grpc_address)) as c:
+            c.unload_model(ctl.model)
+        shutil.rmtree(ctl.repo / ctl.model, ignore_errors=True)
+
+
+@pytest.fixture
+def controller(served: SwapController) -> SwapController:
+    served.alerts.clear()  # type: ignore[attr-defined]
+    return served
 
 
 def test_a_swap_under_load_fails_no_request_and_moves_traffic_to_the_new_version(
@@ -68,6 +106,45 @@ def test_a_swap_under_load_fails_no_request_and_moves_traffic_to_the_new_version
     assert {a["flywheel"]["version"] for a in after} == {version}
     assert result.previous == 1 and result.live == version
     assert read_routing(controller.repo, controller.model).previous == 1  # type: ignore[union-attr]
+    controller.rollback()
+
+
+def test_rollback_restores_the_previous_version(
+    controller: SwapController, swap_settings: FlywheelSettings, tiny_base: Path,
+    tiny_adapter: Path,
+) -> None:
+    version = add_adapter_version(swap_settings, controller.model, tiny_base, tiny_adapter,
+                                  adapter_id="adapter-rb")
+    controller.deploy(version)
+
+    result = controller.rollback()
+
+    routing = read_routing(controller.repo, controller.model)
+    assert routing is not None and (routing.live, routing.previous) == (1, None)
+    assert (result.previous, result.live) == (version, 1)
+    with TritonChat(swap_settings.triton.grpc_address, model=controller.model) as chat:
+        assert chat.complete("user: hi", version=1).adapter_id == "base"
+    rows = {r["version"]: r for r in controller.status()}
+    assert rows[1]["role"] == "live" and rows[version]["triton_state"] != "READY"
+    assert read_metadata(controller.repo, controller.model, version)["adapter_id"] == "adapter-rb"
+
+
+def test_a_version_that_fails_to_load_raises_and_keeps_the_live_one(
+    controller: SwapController, swap_settings: FlywheelSettings, tiny_base: Path,
+    tiny_adapter: Path,
+) -> None:
+    version = add_adapter_version(swap_settings, controller.model, tiny_base, tiny_adapter,
+                                  adapter_id="adapter-broken")
+    weights = version_dir(controller.repo, controller.model, version) / "adapter"
+    (weights / "adapter_model.safetensors").write_bytes(b"tampered")
+
+    with pytest.raises(SwapError, match="version 1 keeps serving"):
+        controller.deploy(version)
+
+    assert read_routing(controller.repo, controller.model).live == 1  # type: ignore[union-attr]
+    assert [a.labels["version"] for a in controller.alerts] == [str(version)]  # type: ignore[attr-defined]
+    with TritonChat(swap_settings.triton.grpc_address, model=controller.model) as chat:
+        assert chat.complete("user: hi", version=1).adapter_id == "base"
 
 
 def test_a_corrupt_adapter_never_goes_live_the_old_version_serves_and_an_alert_is_sent(
@@ -77,10 +154,11 @@ def test_a_corrupt_adapter_never_goes_live_the_old_version_serves_and_an_alert_i
     corrupt = tmp_path / "corrupt"
     shutil.copytree(tiny_adapter, corrupt)
     (corrupt / "adapter_model.safetensors").write_bytes(b"\x00not a safetensors file" * 10)
+    version = next_version(controller.repo, controller.model)
     published_topic = topic(MODELS_PUBLISHED)  # type: ignore[operator]
     alerts_topic = topic(ALERTS)  # type: ignore[operator]
     event = ModelPublished(
-        model=controller.model, version=2, adapter_id="adapter-corrupt",
+        model=controller.model, version=version, adapter_id="adapter-corrupt",
         base_model=str(tiny_base), adapter_uri=str(corrupt),
         adapter_sha256=adapter_sha256(corrupt), previous_version=1,
         dataset=DatasetSnapshot(window_start=datetime(2026, 1, 1, tzinfo=UTC),
@@ -103,45 +181,7 @@ def test_a_corrupt_adapter_never_goes_live_the_old_version_serves_and_an_alert_i
         runner.join(30)
 
     assert [a.name for a in alerts] == [ALERT_SWAP_FAILED]
-    assert isinstance(alerts[0], Alert) and alerts[0].labels["version"] == "2"
+    assert isinstance(alerts[0], Alert) and alerts[0].labels["version"] == str(version)
     assert read_routing(controller.repo, controller.model).live == 1  # type: ignore[union-attr]
     with TritonChat(swap_settings.triton.grpc_address, model=controller.model) as chat:
         assert chat.complete("user: still there?", version=1).adapter_id == "base"
-
-
-def test_a_version_that_fails_to_load_raises_and_keeps_the_live_one(
-    controller: SwapController, swap_settings: FlywheelSettings, tiny_base: Path,
-    tiny_adapter: Path,
-) -> None:
-    version = add_adapter_version(swap_settings, controller.model, tiny_base, tiny_adapter,
-                                  adapter_id="adapter-broken")
-    weights = version_dir(controller.repo, controller.model, version) / "adapter"
-    (weights / "adapter_model.safetensors").write_bytes(b"tampered")
-
-    with pytest.raises(SwapError, match="version 1 keeps serving"):
-        controller.deploy(version)
-
-    assert read_routing(controller.repo, controller.model).live == 1  # type: ignore[union-attr]
-    assert [a.labels["version"] for a in controller.alerts] == [str(version)]  # type: ignore[attr-defined]
-    with TritonChat(swap_settings.triton.grpc_address, model=controller.model) as chat:
-        assert chat.complete("user: hi", version=1).adapter_id == "base"
-
-
-def test_rollback_restores_the_previous_version(
-    controller: SwapController, swap_settings: FlywheelSettings, tiny_base: Path,
-    tiny_adapter: Path,
-) -> None:
-    version = add_adapter_version(swap_settings, controller.model, tiny_base, tiny_adapter,
-                                  adapter_id="adapter-rb")
-    controller.deploy(version)
-
-    result = controller.rollback()
-
-    routing = read_routing(controller.repo, controller.model)
-    assert routing is not None and (routing.live, routing.previous) == (1, None)
-    assert (result.previous, result.live) == (version, 1)
-    with TritonChat(swap_settings.triton.grpc_address, model=controller.model) as chat:
-        assert chat.complete("user: hi", version=1).adapter_id == "base"
-    rows = {r["version"]: r for r in controller.status()}
-    assert rows[1]["role"] == "live" and rows[version]["triton_state"] != "READY"
-    assert read_metadata(controller.repo, controller.model, version)["adapter_id"] == "adapter-rb"
