@@ -184,6 +184,9 @@ class TritonService(Service):
             str(_tritonserver_binary(server_dir)),
             f"--model-repository={self.model_repository}",
             "--model-control-mode=explicit",
+            # One model version failing to load must not mark the whole server unready
+            # while every other model (and the old version) keeps serving.
+            "--strict-readiness=false",
             f"--backend-directory={self.backends_dir()}",
             f"--http-address={triton.host}",
             f"--http-port={triton.http_port}",
