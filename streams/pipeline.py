@@ -98,6 +98,12 @@ class Processor:
         self._windows: dict[tuple[str, int], DuplicateWindow] = {}
         self.join = FeedbackJoin(ttl_s=options.join_ttl_s, max_turns=options.join_max_turns)
 
+    def warm_up(self) -> None:
+        """Load the language and toxicity models (seconds) before the first batch."""
+        detect_language("warm up the language model",
+                        sample_chars=self._options.language_sample_chars)
+        toxicity_scores(["warm up the toxicity model"])
+
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop the duplicate window and waiting feedback of a partition no longer owned."""
         self._windows.pop((topic, partition), None)

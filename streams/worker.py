@@ -119,6 +119,7 @@ class StreamWorker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self._stop.set())
         self._open()
+        self.processor.warm_up()  # models load now, not inside the first batch's poll window
         assert self._consumer is not None and self._sink is not None
         logger.info("stream worker started: group=%s topics=%s", self._group_id, self._topics)
         try:
@@ -296,8 +297,10 @@ class StreamWorker:
         self._last_lag_s = now
         try:
             for tp in self._consumer.position(self._consumer.assignment()):
-                _, high = self._consumer.get_watermark_offsets(tp, timeout=1, cached=False)
-                if tp.offset >= 0:
+                # The high watermark the last fetch brought back: an uncached read is a
+                # broker round trip per partition that stalled the loop for seconds.
+                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset >= 0 and high >= 0:
                     self.metrics.lag.labels(tp.topic, str(tp.partition)).set(high - tp.offset)
         except KafkaException as e:
             logger.debug("lag not measured: %s", e)
