@@ -170,3 +170,16 @@ def test_python_callers_may_pass_enum_values_as_strings_but_not_other_types() ->
     with pytest.raises(ValueError, match="turn_index"):
         ChatEvent(conversation_id="c", turn_index="0", role="user", text="hi",  # type: ignore[arg-type]
                   tenant="acme")
+
+
+def test_the_control_character_check_matches_unicode_categories_for_every_code_point() -> None:
+    import unicodedata
+
+    from schemas.base import _FORBIDDEN_CHARACTER
+
+    wrong = [
+        cp for cp in range(0x110000)
+        if (unicodedata.category(chr(cp)) in {"Cc", "Cs"} and chr(cp) not in "\n\t\r")
+        != (_FORBIDDEN_CHARACTER.match(chr(cp)) is not None)
+    ]
+    assert wrong == []
