@@ -247,7 +247,9 @@ class AlertmanagerSettings(_HttpServer):
     port: Port = 9093
     binary: str = "prometheus-alertmanager"
     webhook_url: str | None = Field(
-        default=None, description="Where Alertmanager posts notifications (Flywheel's receiver)."
+        default=None,
+        description="Where Alertmanager posts notifications; default: Flywheel's receiver at "
+        "monitoring.receiver_host:receiver_port.",
     )
 
     _ports = field_validator("port")(_check_port)

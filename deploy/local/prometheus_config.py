@@ -38,6 +38,13 @@ def prometheus_config(settings: FlywheelSettings) -> dict[str, Any]:
             "flywheel-monitor",
             f"http://{settings.monitoring.metrics_host}:{settings.monitoring.metrics_port}/metrics",
         ),
+        # The FastAPI services mount their registry at /metrics/ (no redirect hop).
+        _job("flywheel-ingest",
+             f"http://{settings.ingest.host}:{settings.ingest.port}/metrics/"),
+        _job(
+            "flywheel-gateway",
+            f"http://{settings.inference.gateway_host}:{settings.inference.gateway_port}/metrics/",
+        ),
     ]
     if not settings.clickhouse.external:
         scrape_configs.append(_job("clickhouse", settings.clickhouse.http_url + "/metrics"))
@@ -71,7 +78,7 @@ def prometheus_config(settings: FlywheelSettings) -> dict[str, Any]:
 
 def alertmanager_config(settings: FlywheelSettings) -> dict[str, Any]:
     """alertmanager.yml: one route to Flywheel's webhook, or to nowhere when none is set."""
-    webhook_url = settings.alertmanager.webhook_url
+    webhook_url = settings.alertmanager.webhook_url or _default_receiver(settings)
     receivers: list[dict[str, Any]] = [{"name": NULL_RECEIVER}]
     if webhook_url:
         receivers.append(
@@ -101,6 +108,12 @@ def alertmanager_config(settings: FlywheelSettings) -> dict[str, Any]:
         ],
         "receivers": receivers,
     }
+
+
+def _default_receiver(settings: FlywheelSettings) -> str:
+    """Flywheel's own receiver (`flywheel alerts receiver`), which lands every alert."""
+    monitoring = settings.monitoring
+    return f"http://{monitoring.receiver_host}:{monitoring.receiver_port}/alerts"
 
 
 def write_config(path: Path, config: dict[str, Any]) -> None:
