@@ -1,0 +1,230 @@
+"""Settings of Flywheel's own components: trainer, streams, inference, monitoring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+
+from deploy.settings._base import Port, _check_port, _Section
+
+
+class TrainerSettings(_Section):
+    """LoRA fine-tuning on curated windows, the evaluation gate and continuous mode."""
+
+    lora_rank: int = Field(default=8, ge=1, description="LoRA rank r; must be at least 1.")
+    lora_alpha: int = Field(default=16, ge=1)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(
+        default=None, description="Module names LoRA wraps; default: peft's choice per model type."
+    )
+    learning_rate: float = Field(default=2e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_steps: int = Field(default=10, ge=0)
+    batch_size: int = Field(default=8, ge=1, description="Packed sequences per micro-batch.")
+    grad_accumulation_steps: int = Field(default=1, ge=1)
+    sequence_length_tokens: int = Field(default=128, ge=16)
+    max_steps: int = Field(default=300, ge=1, description="Optimizer steps at most.")
+    max_epochs: int = Field(default=4, ge=1)
+    eval_every_steps: int = Field(default=20, ge=1)
+    early_stopping_patience: int = Field(
+        default=3, ge=1, description="Stop after this many evaluations without a better loss."
+    )
+    checkpoint_every_steps: int = Field(default=50, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads; default torch's."
+    )
+    search_learning_rates: list[float] = Field(
+        default_factory=list, description="Optional search: learning rates to try on the window."
+    )
+    search_ranks: list[int] = Field(default_factory=list, description="Optional search: ranks.")
+    validation_fraction: float = Field(default=0.2, gt=0, lt=1)
+    max_examples_per_topic: int = Field(default=5_000, ge=1)
+    thumbs_down: Literal["exclude", "negative"] = Field(
+        default="negative",
+        description="Never trained on; `negative` also reports their perplexity in the gate.",
+    )
+    window_s: int = Field(
+        default=3600, ge=1, description="Windows are [k*window_s, (k+1)*window_s)."
+    )
+    window_grace_s: int = Field(default=60, ge=0, description="Wait for late rows after a close.")
+    min_new_examples: int = Field(default=50, ge=1, description="`watch` trains from this many.")
+    watch_poll_interval_s: float = Field(default=30.0, gt=0)
+    regression_tolerance: float = Field(
+        default=0.05, ge=0, description="Allowed relative perplexity rise on the regression set."
+    )
+    min_improvement: float = Field(
+        default=0.0, ge=0, description="Required relative perplexity drop on the new data."
+    )
+    toxicity_tolerance: float = Field(default=0.02, ge=0, description="Allowed toxicity rise.")
+    eval_generations: int = Field(default=16, ge=0, description="Generations for BLEU/toxicity.")
+    max_new_tokens: int = Field(default=32, ge=1)
+    runs_dir: Path | None = Field(
+        default=None, description="Checkpoints and run files; default <state_dir>/trainer/runs."
+    )
+
+
+class StreamsSettings(_Section):
+    """The stream processors: cleaning limits, safety thresholds and lists, caps, join, sink."""
+
+    consumer_group: str = Field(default="flywheel-streams", min_length=1)
+    session_timeout_ms: int = Field(
+        default=10_000, ge=1000, description="A dead worker's partitions move after this long."
+    )
+    poll_batch_max: int = Field(default=2000, ge=1, description="Records read per poll.")
+    min_chars: int = Field(default=1, ge=1, description="Shorter cleaned turns are `empty`.")
+    max_chars: int = Field(default=8_000, ge=16, description="Longer cleaned turns: `too_long`.")
+    max_record_bytes: int = Field(default=262_144, ge=1024, description="Raw record size cap.")
+    language_sample_chars: int = Field(default=160, ge=16, description="Text langid reads.")
+    languages: list[str] = Field(
+        default_factory=list, description="Accepted ISO 639-1 codes; empty accepts every one."
+    )
+    dedup_window_records: int = Field(default=50_000, ge=1, description="Per partition.")
+    near_dup_threshold: float = Field(default=0.9, gt=0, le=1, description="MinHash Jaccard.")
+    near_dup_min_chars: int = Field(default=80, ge=1, description="Shorter text: exact only.")
+    minhash_permutations: int = Field(default=64, ge=16)
+    toxicity_threshold: float = Field(default=0.8, gt=0, le=1)
+    protected_groups: list[str] = Field(
+        default_factory=lambda: [
+            "women", "men", "muslims", "jews", "christians", "hindus", "buddhists", "atheists",
+            "black people", "white people", "asians", "hispanics", "latinos", "immigrants",
+            "refugees", "gay people", "gays", "lesbians", "trans people", "transgender people",
+            "disabled people", "old people", "the elderly", "arabs", "mexicans", "africans",
+            "indians", "chinese people", "catholics", "blacks", "whites", "foreigners",
+        ],
+        description="Groups whose generalizations and attacks are flagged (lowercase).",
+    )
+    attack_terms: list[str] = Field(
+        default_factory=lambda: [
+            "should be banned", "should be deported", "should die", "should be killed",
+            "are vermin", "are animals", "are parasites", "are subhuman", "are a disease",
+            "go back to", "don't deserve", "do not deserve", "are inferior", "hate all",
+            "get rid of", "exterminate", "are scum", "are trash", "are filth",
+        ],
+        description="Phrases that make a mention of a protected group an identity attack.",
+    )
+    stereotype_terms: list[str] = Field(
+        default_factory=lambda: [
+            "lazy", "stupid", "criminals", "violent", "dishonest", "greedy", "terrorists",
+            "bad at", "can't drive", "cannot drive", "too emotional", "dirty", "thieves",
+            "untrustworthy", "less intelligent", "not smart", "naturally worse", "all the same",
+            "good at math", "cheap", "aggressive", "weak", "liars",
+        ],
+        description="Traits that, generalized to a whole group, make a stereotype.",
+    )
+    cap_window_s: float = Field(default=300.0, gt=0, description="Balance caps reset this often.")
+    cap_share: float = Field(
+        default=0.5, gt=0, le=1, description="Most of a window one topic/tenant/group may take."
+    )
+    cap_min_records: int = Field(
+        default=500, ge=1, description="Caps apply only once a window holds this many records."
+    )
+    join_ttl_s: float = Field(default=3_600.0, gt=0, description="How long a turn waits.")
+    join_max_turns: int = Field(default=200_000, ge=1, description="Turns kept for the join.")
+    sink_batch_rows: int = Field(default=5_000, ge=1, description="Flush at this many rows.")
+    sink_flush_interval_s: float = Field(default=0.5, gt=0, description="Or after this long.")
+    sink_retry_max: int = Field(default=8, ge=0, description="Insert retries before giving up.")
+
+
+class InferenceSettings(_Section):
+    """Serving: the Triton model's shape, the hot-swap controller and the OpenAI-style gateway."""
+
+    gateway_host: str = "127.0.0.1"
+    gateway_port: Port = 8090
+    api_keys: list[SecretStr] = Field(
+        default_factory=lambda: [SecretStr("flywheel-dev-key")],
+        description="Gateway keys (Authorization: Bearer KEY); empty disables auth.",
+    )
+    tenant: str = Field(default="gateway", min_length=1, description="Tenant on chat events.")
+    gateway_producer_name: str = "flywheel-gateway"
+    max_new_tokens: int = Field(default=32, ge=1, le=1024, description="When a request says none.")
+    temperature: float = Field(default=0.0, ge=0, le=2, description="0 = greedy.")
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    request_timeout_s: float = Field(default=30.0, gt=0, description="Gateway -> Triton.")
+    retry_after_s: int = Field(default=5, ge=1, description="Retry-After on a 503.")
+    max_batch_size: int = Field(default=8, ge=1, description="Triton dynamic batching.")
+    max_queue_delay_us: int = Field(default=2000, ge=0)
+    instance_count: int = Field(default=1, ge=1, description="Model instances per version.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int = Field(
+        default=1, ge=1, description="Per instance; 1 keeps swaps clean on small CPUs."
+    )
+    controller_group_id: str = "flywheel-inference-controller"
+    load_timeout_s: float = Field(default=120.0, gt=0, description="Load + ready of a version.")
+    warmup_requests: int = Field(default=2, ge=0)
+    routing_poll_interval_s: float = Field(
+        default=0.2, gt=0, description="How often the gateway rereads routing.json."
+    )
+    drain_s: float = Field(
+        default=1.0, ge=0, description="Wait after switching before unloading the old version."
+    )
+    canary_share: float = Field(
+        default=0.0, ge=0, le=1, description="Share of traffic a new version gets first; 0 = none."
+    )
+    canary_window_s: float = Field(default=60.0, gt=0)
+    canary_min_requests: int = Field(default=20, ge=1)
+    canary_max_p99_ratio: float = Field(
+        default=1.5, gt=1, description="Roll back when canary p99 exceeds live p99 by this."
+    )
+    canary_max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    canary_max_negative_feedback_rate: float = Field(default=0.5, ge=0, le=1)
+
+    _ports = field_validator("gateway_port")(_check_port)
+
+
+class MonitoringSettings(_Section):
+    """Drift detectors, latency thresholds, the alert receiver and automatic actions."""
+
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Port = Field(default=9310, description="`flywheel monitor run` /metrics.")
+    receiver_host: str = "127.0.0.1"
+    receiver_port: Port = Field(default=9311, description="`flywheel alerts receiver`.")
+    evaluation_interval_s: float = Field(default=60.0, gt=0, description="Between evaluations.")
+    current_window_s: int = Field(default=3600, ge=1, description="The sliding current window.")
+    reference_period_s: int = Field(
+        default=7 * 86400, ge=1,
+        description="Fallback reference when no serving version records its training window: "
+        "the period just before the current window.",
+    )
+    min_window_rows: int = Field(
+        default=50, ge=2, description="Fewer rows in either window report insufficient data."
+    )
+    max_window_rows: int = Field(
+        default=2000, ge=2, description="Rows sampled per window for the embedding test."
+    )
+    alpha: float = Field(
+        default=1e-4, gt=0, lt=1,
+        description="Significance of each test; one evaluation a minute is 1,440 tests a day.",
+    )
+    permutations: int = Field(default=500, ge=20, description="MMD permutation-test draws.")
+    psi_threshold: float = Field(default=0.2, gt=0, description="PSI above this is drift.")
+    length_bins: int = Field(default=10, ge=2, description="Quantile bins of numeric features.")
+    page_hinkley_delta: float = Field(
+        default=0.1, ge=0, description="Tolerated rate change, in reference standard deviations."
+    )
+    page_hinkley_threshold: float = Field(
+        default=35.0, gt=0,
+        description="Page-Hinkley lambda; false-alarm odds per run ~ exp(-2 * delta * lambda).",
+    )
+    per_tenant: bool = Field(default=True, description="Also test each tenant with enough rows.")
+    latency_p99_thresholds_s: dict[str, float] = Field(
+        default_factory=dict, description="p99 latency threshold per model name, in seconds."
+    )
+    default_latency_p99_s: float = Field(default=2.0, gt=0, description="For other models.")
+    auto_retrain_on_drift: bool = Field(
+        default=False, description="A firing drift alert asks the trainer to retrain."
+    )
+    auto_rollback: bool = Field(
+        default=False,
+        description="A latency/error alert on a freshly promoted version rolls it back.",
+    )
+    fresh_promotion_s: int = Field(
+        default=3600, ge=1, description="A version is `freshly promoted` for this long."
+    )
+
+    _ports = field_validator("metrics_port", "receiver_port")(_check_port)
+
+
