@@ -1,0 +1,49 @@
+"""Flywheel's own processes under the supervisor, with settings handed down to them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from deploy.local.apps import APPS, build_apps
+from deploy.local.stack import build_apps_supervisor
+from deploy.local.supervisor import Supervisor
+from deploy.settings import FlywheelSettings
+
+
+def test_every_app_has_a_unique_name_and_a_flywheel_command() -> None:
+    names = [spec.name for spec in APPS]
+    assert len(names) == len(set(names))
+    assert all(len(spec.args) >= 2 for spec in APPS)
+
+
+def test_app_ports_come_from_the_settings_and_name_their_variable(
+    settings: FlywheelSettings,
+) -> None:
+    ports = {s.name: s.ports() for s in build_apps(settings)}
+    assert ports["ingest"][0].port == settings.ingest.port
+    assert ports["ingest"][0].setting == "FLYWHEEL_INGEST__PORT"
+    assert ports["gateway"][0].setting == "FLYWHEEL_INFERENCE__GATEWAY_PORT"
+    assert ports["trainer-watch"] == []
+
+
+@pytest.mark.integration
+def test_the_ingest_app_starts_with_the_parents_settings_and_stops_cleanly(
+    running: Callable[..., Supervisor], settings: FlywheelSettings
+) -> None:
+    running("kafka")
+    apps = build_apps_supervisor(settings)
+    try:
+        [row] = apps.up(["ingest"])
+        assert row.healthy and row.pid is not None
+        # The child listens on the test port (not the default): the settings reached it.
+        response = httpx.post(
+            f"http://{settings.ingest.host}:{settings.ingest.port}/v1/events/chat",
+            content=b"{}", headers={"Authorization": "Bearer flywheel-dev-key"}, timeout=30,
+        )
+        assert response.status_code == 422
+    finally:
+        apps.down()
+    assert {r.name: r for r in apps.status()}["ingest"].pid is None
