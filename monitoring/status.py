@@ -38,9 +38,13 @@ def gather_status(settings: FlywheelSettings) -> OnCallStatus:
     """Collect every part of the status; failures become `problems`."""
     status = OnCallStatus()
     try:
-        from deploy.local.stack import build_stack
+        from deploy.local.stack import build_apps_supervisor, build_stack
 
         status.services = build_stack(settings).status()
+        # Flywheel's own processes, where this host runs them (`flywheel apps up`).
+        status.services += [
+            row for row in build_apps_supervisor(settings).status() if row.running
+        ]
     except Exception as e:  # noqa: BLE001 - status reports, it does not fail
         status.problems.append(f"stack status unavailable: {e}")
     try:
