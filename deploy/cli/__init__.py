@@ -65,6 +65,21 @@ def get_settings(ctx: typer.Context) -> FlywheelSettings:
     return settings
 
 
+def serve_http(
+    app_: object, *, host: str, port: int, settings: FlywheelSettings, keys_setting: str,
+    has_keys: bool, banner: str,
+) -> None:
+    """Run one of Flywheel's FastAPI services in the foreground until interrupted."""
+    import uvicorn
+
+    if not has_keys:
+        console.print(f"[yellow]{keys_setting} is empty: the API accepts unauthenticated "
+                      "requests[/]")
+    console.print(banner)
+    uvicorn.run(app_, host=host, port=port, log_level=settings.log_level.lower(),
+                access_log=False)
+
+
 def _register() -> None:
     # Each command group lives in its own module and adds itself to `app`.
     from deploy.cli import (  # noqa: F401

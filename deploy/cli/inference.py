@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from deploy.cli import app, console, get_settings
+from deploy.cli import app, console, get_settings, serve_http
 
 inference_app = typer.Typer(help="Serving: the hot-swap controller.", no_args_is_help=True)
 models_app = typer.Typer(help="On-call: list, promote and roll back model versions.",
@@ -70,16 +70,13 @@ def rollback(ctx: typer.Context) -> None:
 @gateway_app.command("serve")
 def serve(ctx: typer.Context) -> None:
     """Serve the OpenAI-compatible API on inference.gateway_host:gateway_port."""
-    import uvicorn
-
     from inference.gateway.app import create_app
 
     settings = get_settings(ctx)
     options = settings.inference
-    if not options.api_keys:
-        console.print("[yellow]inference.api_keys is empty: the gateway accepts "
-                      "unauthenticated requests[/]")
-    console.print(f"gateway on http://{options.gateway_host}:{options.gateway_port}/v1 "
-                  f"-> Triton {settings.triton.grpc_address}")
-    uvicorn.run(create_app(settings), host=options.gateway_host, port=options.gateway_port,
-                log_level=settings.log_level.lower(), access_log=False)
+    serve_http(
+        create_app(settings), host=options.gateway_host, port=options.gateway_port,
+        settings=settings, keys_setting="inference.api_keys", has_keys=bool(options.api_keys),
+        banner=f"gateway on http://{options.gateway_host}:{options.gateway_port}/v1 "
+        f"-> Triton {settings.triton.grpc_address}",
+    )
