@@ -42,13 +42,15 @@ class BootstrapConfig:
     steps: int = 500
     learning_rate: float = 3e-3
     all_languages: bool = True
+    held_out_topics: tuple[str, ...] = ()
     seed: int = 0
 
     @classmethod
-    def quick(cls, *, seed: int = 0) -> BootstrapConfig:
+    def quick(cls, *, seed: int = 0, held_out_topics: tuple[str, ...] = ()) -> BootstrapConfig:
         """A much smaller model built in seconds, for tests."""
         return cls(vocab_size=1024, n_layer=2, n_embd=64, n_head=2, sequence_length_tokens=64,
-                   batch_size=16, steps=60, learning_rate=5e-3, all_languages=False, seed=seed)
+                   batch_size=16, steps=60, learning_rate=5e-3, all_languages=False,
+                   held_out_topics=held_out_topics, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def bootstrap(
     manifest = path / MANIFEST
     if manifest.is_file() and not force:
         recorded = json.loads(manifest.read_text())
-        if recorded.get("config") == asdict(config):
+        if _same_config(recorded.get("config"), config):
             return BootstrapResult(path, recorded["parameters"], recorded["tokens_trained"],
                                    0.0, recorded["heldout_perplexity"], reused=True)
     import torch
@@ -86,7 +88,8 @@ def bootstrap(
     torch.manual_seed(config.seed)
     held_out = {(p.prompt, p.response) for p in regression_pairs()}
     langs = languages() if config.all_languages else ("english",)
-    pairs = [p for p in load_pairs(langs) if (p.prompt, p.response) not in held_out]
+    pairs = [p for p in load_pairs(langs)
+             if (p.prompt, p.response) not in held_out and p.topic not in config.held_out_topics]
     tokenizer = train_tokenizer(pairs, vocab_size=config.vocab_size)
     model = _new_model(config, tokenizer)
     seq = config.sequence_length_tokens
@@ -112,6 +115,14 @@ def bootstrap(
     tmp.rename(path)
     logger.info("base model built at %s: %d parameters, held-out ppl %.1f", path, parameters, ppl)
     return BootstrapResult(path, parameters, tokens, seconds, ppl, reused=False)
+
+
+def _same_config(recorded: dict[str, Any] | None, config: BootstrapConfig) -> bool:
+    # A manifest written before a field existed was built with that field's default.
+    if recorded is None:
+        return False
+    wanted = json.loads(json.dumps(asdict(config)))  # tuples compare as JSON lists
+    return {**json.loads(json.dumps(asdict(BootstrapConfig()))), **recorded} == wanted
 
 
 def train_tokenizer(pairs: list[Pair], *, vocab_size: int) -> Any:

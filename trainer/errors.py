@@ -27,3 +27,11 @@ class CorpusMissingError(TrainerError):
 
 class PublishError(TrainerError):
     """An adapter passed the gate but could not be written, recorded or announced."""
+
+
+class RankFailedError(TrainerError):
+    """Rank 0 failed in a step the other training processes waited on; they stop with it."""
+
+
+class RanksDivergedError(TrainerError):
+    """The training processes ended with different LoRA weights (a DDP or FSDP fault)."""

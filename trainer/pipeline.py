@@ -10,14 +10,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trainer.distributed import SINGLE, Distributed
 from trainer.errors import TrainerConfigError
 
 if TYPE_CHECKING:
     from deploy.settings import FlywheelSettings
     from schemas.platform import ModelPublished
-    from trainer.evaluate import Metrics
+    from trainer.evaluate import EvalData, Metrics
     from trainer.gate import Verdict
     from trainer.lora import TrainResult
+    from trainer.model import Placement
     from trainer.window import Window
 
 logger = logging.getLogger(__name__)
@@ -62,12 +64,14 @@ def preflight(settings: FlywheelSettings, start: datetime, end: datetime) -> Non
 def run_window(
     client: Any, settings: FlywheelSettings, start: datetime, end: datetime, *,
     publish_if_passed: bool = True, shuffle_targets: bool = False,
-    progress: ProgressFn | None = None,
+    progress: ProgressFn | None = None, distributed: Distributed = SINGLE,
 ) -> RunReport:
     """Train on `[start, end)`, evaluate against the served version, publish if it passes.
 
     `shuffle_targets` trains on `sabotage`d targets: a deliberately bad candidate, for
-    testing that the gate rejects it.
+    testing that the gate rejects it. Under torchrun every rank calls it with its
+    `distributed` handle: rank 0 reads the window (the others may pass `client=None`),
+    all ranks train, rank 0 evaluates and publishes, and every rank returns its report.
 
     Raises:
         TrainerConfigError, BaseModelMissingError: as `preflight` (before any work).
@@ -77,11 +81,9 @@ def run_window(
     import torch
 
     from trainer.corpus import regression_pairs
-    from trainer.evaluate import eval_data, evaluate
-    from trainer.gate import decide, record_evaluation
-    from trainer.model import choose_device, load_tokenizer, load_with_adapter
+    from trainer.evaluate import eval_data
+    from trainer.model import choose_device, load_tokenizer
     from trainer.packing import TextExample, pack_examples
-    from trainer.publish import publish, served_version
     from trainer.search import train_with_search
     from trainer.window import read_window
 
@@ -91,9 +93,9 @@ def run_window(
         torch.set_num_threads(trainer.torch_threads)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
-    placement = choose_device(trainer.device)
+    placement = distributed.place(choose_device(trainer.device))
     base_path = settings.base_model_path()
-    window = read_window(client, settings, start, end)
+    window = distributed.run_on_main(lambda: read_window(client, settings, start, end))
     if progress:
         progress("data", 1, 1)
     tokenizer = load_tokenizer(base_path)
@@ -114,9 +116,33 @@ def run_window(
     clock = time.perf_counter()
     run_dir = _run_dir(settings, window.snapshot.content_sha256, shuffle_targets)
     result = train_with_search(base_path, train, data.new, trainer=trainer,
-                               placement=placement, run_dir=run_dir, progress=progress)
+                               placement=placement, run_dir=run_dir, progress=progress,
+                               distributed=distributed)
     timings["train_s"] = time.perf_counter() - clock
+    return distributed.run_on_main(lambda: _gate_and_publish(
+        client, settings, window=window, result=result, data=data, tokenizer=tokenizer,
+        placement=placement, publish_if_passed=publish_if_passed, timings=timings,
+        progress=progress))
 
+
+def _gate_and_publish(
+    client: Any, settings: FlywheelSettings, *, window: Window, result: TrainResult,
+    data: EvalData, tokenizer: Any, placement: Placement, publish_if_passed: bool,
+    timings: dict[str, float], progress: ProgressFn | None,
+) -> RunReport:
+    """Evaluate the candidate and the served version, record the verdict, publish on a pass.
+
+    Raises:
+        PublishError: the candidate passed but could not be published.
+    """
+    from inference.repository import next_version
+    from trainer.evaluate import evaluate
+    from trainer.gate import decide, record_evaluation
+    from trainer.model import load_with_adapter
+    from trainer.publish import publish, served_version
+
+    trainer = settings.trainer
+    base_path = settings.base_model_path()
     clock = time.perf_counter()
     served = served_version(client, settings)
     candidate_model = load_with_adapter(base_path, placement, result.adapter_dir)
@@ -133,8 +159,6 @@ def run_window(
         progress("evaluation", 2, 2)
     verdict = decide(candidate, served_metrics, trainer)
     timings["evaluate_s"] = time.perf_counter() - clock
-
-    from inference.repository import next_version
 
     candidate_version = next_version(settings.triton_model_repository(), settings.model.name)
     candidate_version = max(candidate_version, 2)  # version 1 is the bare base
@@ -175,7 +199,8 @@ def _run_dir(settings: FlywheelSettings, content_sha256: str, sabotaged: bool) -
     # Same data and same hyperparameters -> same folder, so a restarted run resumes.
     import hashlib
 
-    hyper = settings.trainer.model_dump_json(exclude={"runs_dir", "watch_poll_interval_s"})
+    hyper = settings.trainer.model_dump_json(exclude={
+        "runs_dir", "watch_poll_interval_s", "distributed_strategy", "distributed_timeout_s"})
     key = hashlib.sha256(f"{content_sha256}:{hyper}:{sabotaged}".encode()).hexdigest()[:16]
     root = settings.trainer.runs_dir or settings.state_path / "trainer" / "runs"
     return root.expanduser() / settings.model.name / key

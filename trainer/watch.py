@@ -3,7 +3,9 @@
 A window is attempted at most once (success, rejection or empty): the evaluations table
 remembers which windows were evaluated, so restarting `watch` does not retrain them. A
 firing drift alert (`alerts` table, name containing "Drift", newer than the last
-evaluation) lowers the bar to one example.
+evaluation) lowers the bar to one example. With `trainer.retrain_policy = "on_drift"`,
+only the first evaluation needs no alert: afterwards the trainer waits for the users'
+traffic to drift instead of retraining on every window.
 """
 
 from __future__ import annotations
@@ -36,13 +38,29 @@ def last_evaluated_end(client: Any, settings: FlywheelSettings) -> datetime | No
     return end if end.tzinfo else end.replace(tzinfo=UTC)
 
 
+#: Drift of what users send. An adapter swap changes the answers, so output drift right
+#: after a promotion is expected; it calls for a look or a rollback, not for retraining.
+NOT_RETRAIN_ALERTS = ("FlywheelModelOutputDrift",)
+
+
 def drift_requested(client: Any, settings: FlywheelSettings, since: datetime | None) -> bool:
-    """Whether a drift alert fired after `since` (always False without alerts)."""
+    """Whether an input-drift alert fired after `since` (always False without alerts)."""
     rows = client.query(
         f"SELECT count() FROM {settings.clickhouse.database}.alerts FINAL "
         "WHERE status = 'firing' AND positionCaseInsensitive(name, 'drift') > 0 "
-        "AND starts_at > {since:DateTime64(3, 'UTC')}",
-        parameters={"since": since or datetime(1970, 1, 1, tzinfo=UTC)},
+        "AND name NOT IN {skip:Array(String)} AND starts_at > {since:DateTime64(3, 'UTC')}",
+        parameters={"since": since or datetime(1970, 1, 1, tzinfo=UTC),
+                    "skip": list(NOT_RETRAIN_ALERTS)},
+    ).result_rows
+    return bool(rows and rows[0][0])
+
+
+def has_published(client: Any, settings: FlywheelSettings) -> bool:
+    """Whether any adapter of the model was ever published."""
+    rows = client.query(
+        f"SELECT count() FROM {settings.clickhouse.database}.model_versions FINAL "
+        "WHERE model = {model:String} AND adapter_uri != ''",
+        parameters={"model": settings.model.name},
     ).result_rows
     return bool(rows and rows[0][0])
 
@@ -58,7 +76,8 @@ def due_window(
     if done is not None and end <= done:
         return None
     new = count_examples(client, settings, start, end)
-    if new >= trainer.min_new_examples:
+    if new >= trainer.min_new_examples and (
+            trainer.retrain_policy == "every_window" or not has_published(client, settings)):
         return start, end, f"{new} new examples"
     if new and drift_requested(client, settings, done):
         return start, end, f"drift alert ({new} new examples)"

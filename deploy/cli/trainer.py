@@ -16,6 +16,7 @@ from rich.table import Table
 from deploy.cli import app, console, get_settings
 
 if TYPE_CHECKING:
+    from deploy.settings import FlywheelSettings
     from trainer.pipeline import RunReport
 
 trainer_app = typer.Typer(help="Fine-tune LoRA adapters on curated windows.",
@@ -24,7 +25,10 @@ app.add_typer(trainer_app, name="trainer")
 
 
 @contextmanager
-def _progress() -> Iterator[Callable[[str, int, int], None]]:
+def _progress(*, enabled: bool = True) -> Iterator[Callable[[str, int, int], None] | None]:
+    if not enabled:
+        yield None
+        return
     bars = Progress(TextColumn("{task.description:<14}"), BarColumn(),
                     TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                     console=console, transient=False)
@@ -75,9 +79,14 @@ def run(
     end: Annotated[str | None, typer.Option(help="Window end, exclusive.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Evaluate, never publish.")]
     = False,
+    nproc: Annotated[int, typer.Option(
+        "--nproc", min=1,
+        help="Training processes on this machine (one per GPU): spawns torchrun. For several "
+             "machines run `torchrun ... -m deploy.cli trainer run` on each instead.")] = 1,
 ) -> None:
     """Train once on a window (default: the latest closed one), gate, and publish."""
     from deploy.clickhouse.client import get_client
+    from trainer.distributed import launched_by_torchrun, process_group
     from trainer.pipeline import preflight, run_window
     from trainer.window import latest_closed_window
 
@@ -90,14 +99,40 @@ def run(
         bounds = latest_closed_window(datetime.now(UTC), window_s=settings.trainer.window_s,
                                       grace_s=settings.trainer.window_grace_s)
     preflight(settings, *bounds)
-    client = get_client(settings)
-    try:
-        with _progress() as progress:
-            report = run_window(client, settings, *bounds, publish_if_passed=not dry_run,
-                                progress=progress)
-    finally:
-        client.close()
-    _render(report)
+    if nproc > 1 and not launched_by_torchrun():
+        raise typer.Exit(_spawn_torchrun(settings, nproc, bounds, dry_run=dry_run))
+    with process_group(settings.trainer) as distributed:
+        # Rank 0 reads, evaluates and publishes; the other ranks only train.
+        client = get_client(settings) if distributed.is_main else None
+        try:
+            with _progress(enabled=distributed.is_main) as progress:
+                report = run_window(client, settings, *bounds, publish_if_passed=not dry_run,
+                                    progress=progress, distributed=distributed)
+        finally:
+            if client is not None:
+                client.close()
+        if distributed.is_main:
+            _render(report)
+
+
+def _spawn_torchrun(settings: FlywheelSettings, nproc: int, bounds: tuple[datetime, datetime],
+                    *, dry_run: bool) -> int:
+    """Run `trainer run` in `nproc` processes under torchrun; its exit status."""
+    import os
+    import subprocess
+    import sys
+
+    from deploy.settings import SETTINGS_ENV, settings_to_json
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", "-m", "deploy.cli", "trainer", "run",
+               "--start", bounds[0].isoformat(), "--end", bounds[1].isoformat()]
+    if dry_run:
+        command.append("--dry-run")
+    console.print(f"starting {nproc} training processes: {' '.join(command[2:])}")
+    # The children get these exact settings (and window bounds), not a fresh read.
+    env = {**os.environ, SETTINGS_ENV: settings_to_json(settings)}
+    return subprocess.run(command, env=env, check=False).returncode
 
 
 @trainer_app.command("watch")

@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from deploy.settings._base import Port
 from deploy.settings.components import (
+    DemoSettings,
     InferenceSettings,
     MonitoringSettings,
     StreamsSettings,
@@ -82,6 +83,7 @@ class FlywheelSettings(BaseSettings):
     inference: InferenceSettings = InferenceSettings()
     streams: StreamsSettings = StreamsSettings()
     trainer: TrainerSettings = TrainerSettings()
+    demo: DemoSettings = DemoSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -204,6 +206,7 @@ __all__ = [
     "AlertmanagerSettings",
     "ClickHouseSettings",
     "ClickHouseUser",
+    "DemoSettings",
     "FlywheelSettings",
     "InferenceSettings",
     "IngestSettings",

@@ -53,17 +53,37 @@ class TrainerSettings(_Section):
     window_grace_s: int = Field(default=60, ge=0, description="Wait for late rows after a close.")
     min_new_examples: int = Field(default=50, ge=1, description="`watch` trains from this many.")
     watch_poll_interval_s: float = Field(default=30.0, gt=0)
+    retrain_policy: Literal["every_window", "on_drift"] = Field(
+        default="every_window",
+        description="`every_window`: `watch` trains on each closed window with "
+        "min_new_examples; `on_drift`: only the first adapter that way, then only when the "
+        "user traffic drifted (an embedding or feature drift alert, or a retrain request).",
+    )
     regression_tolerance: float = Field(
         default=0.05, ge=0, description="Allowed relative perplexity rise on the regression set."
     )
     min_improvement: float = Field(
         default=0.0, ge=0, description="Required relative perplexity drop on the new data."
     )
+    replay_share: float = Field(
+        default=0.2, ge=0, lt=1,
+        description="Share of each training mix replayed from the base's general corpus "
+        "(against forgetting); 0 turns replay off.",
+    )
     toxicity_tolerance: float = Field(default=0.02, ge=0, description="Allowed toxicity rise.")
     eval_generations: int = Field(default=16, ge=0, description="Generations for BLEU/toxicity.")
     max_new_tokens: int = Field(default=32, ge=1)
     runs_dir: Path | None = Field(
         default=None, description="Checkpoints and run files; default <state_dir>/trainer/runs."
+    )
+    distributed_strategy: Literal["ddp", "fsdp"] = Field(
+        default="ddp",
+        description="Under torchrun: `ddp` copies the base to every process; `fsdp` shards it "
+        "(for bases too large for one device).",
+    )
+    distributed_timeout_s: float = Field(
+        default=1800.0, gt=0,
+        description="Under torchrun: longest wait on the other processes (rank 0 evaluating).",
     )
 
 
@@ -127,6 +147,11 @@ class StreamsSettings(_Section):
     sink_batch_rows: int = Field(default=5_000, ge=1, description="Flush at this many rows.")
     sink_flush_interval_s: float = Field(default=0.5, gt=0, description="Or after this long.")
     sink_retry_max: int = Field(default=8, ge=0, description="Insert retries before giving up.")
+    workers_processes: int = Field(
+        default=0, ge=0, le=64,
+        description="Helper processes per worker for the stateless stages (decode, clean, "
+        "redact, score); 0 runs them all in the worker's own process.",
+    )
 
 
 class InferenceSettings(_Section):
@@ -228,3 +253,42 @@ class MonitoringSettings(_Section):
     _ports = field_validator("metrics_port", "receiver_port")(_check_port)
 
 
+
+
+class DemoSettings(_Section):
+    """`flywheel demo`: the simulated users, the topic shift and the time budget."""
+
+    time_budget_s: int = Field(
+        default=600, ge=60, description="The run stops with an explanation past this."
+    )
+    database: str = Field(
+        default="flywheel_demo", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="ClickHouse database the demo recreates each run (never your data's).",
+    )
+    model_prefix: str = Field(
+        default="demo", pattern=r"^[a-z][a-z0-9-]{0,30}$",
+        description="Each run serves a fresh model named <prefix>-<run id>.",
+    )
+    requests_per_s: float = Field(default=6.0, gt=0, le=200, description="Chat requests.")
+    clients: int = Field(default=4, ge=1, le=64, description="Concurrent simulated users.")
+    feedback_share: float = Field(
+        default=0.85, ge=0, le=1, description="Share of answers users rate or correct."
+    )
+    hostile_share: float = Field(
+        default=0.05, ge=0, le=1,
+        description="Share of extra events sent through the ingest API that are toxic, carry "
+        "private data, bait bias, or are malformed.",
+    )
+    old_topics: list[str] = Field(
+        default_factory=lambda: ["greetings", "conversations", "emotion", "ai", "botprofile",
+                                 "psychology", "humor", "food", "computers", "gossip"],
+        min_length=1, description="chatterbot-corpus topics of the first traffic.",
+    )
+    new_topics: list[str] = Field(
+        default_factory=lambda: ["trivia", "sports", "science", "history", "money"],
+        min_length=1,
+        description="Topics the traffic shifts to; held out of the demo base model.",
+    )
+    keep_running: bool = Field(
+        default=True, description="Leave the stack and services up after the run, to explore."
+    )

@@ -8,7 +8,8 @@ import pytest
 
 from tests.trainer.conftest import fast_trainer
 from tests.trainer.synthetic import billing_pairs
-from trainer.lora import TrainResult, latest_checkpoint, train_adapter
+from trainer.checkpoint import latest_checkpoint
+from trainer.lora import TrainResult, train_adapter
 from trainer.model import choose_device, load_tokenizer
 from trainer.packing import IGNORE_INDEX, Packed, TextExample, pack_examples
 

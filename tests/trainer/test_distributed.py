@@ -1,0 +1,59 @@
+"""Two training processes on the gloo backend: same adapter on both ranks, written once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trainer.distributed import SINGLE, launched_by_torchrun, process_group
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_outside_torchrun_the_process_group_is_a_single_process() -> None:
+    from tests.trainer.conftest import fast_trainer
+
+    assert not launched_by_torchrun()
+    with process_group(fast_trainer()) as distributed:
+        assert distributed is SINGLE
+        assert distributed.run_on_main(lambda: 41 + 1) == 42
+
+
+def _torchrun(base: Path, out: Path, strategy: str) -> None:
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "tests.trainer.distributed_worker", str(base), str(out), strategy],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_gloo_processes_train_one_adapter_and_rank_0_writes_it_once(
+    tiny_base: Path, tmp_path: Path, strategy: str,
+) -> None:
+    from safetensors.torch import load_file
+
+    _torchrun(tiny_base, tmp_path / "out", strategy)
+
+    ranks = [json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"] != ""
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 6
+    assert ranks[0]["best_validation_loss"] == ranks[1]["best_validation_loss"]
+    assert ranks[0]["best_validation_loss"] < ranks[0]["initial_validation_loss"]
+    logs = [(tmp_path / "out" / f"rank{r}.log").read_text() for r in (0, 1)]
+    assert logs[0].count("adapter written to") == 1 and "adapter written" not in logs[1]
+    assert "checkpoint at step" in logs[0] and "checkpoint at step" not in logs[1]
+    adapter = Path(ranks[0]["adapter_dir"])
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    assert weights and all("lora_" in name for name in weights)
+    assert (adapter / "adapter_config.json").is_file()
