@@ -3,7 +3,8 @@
 A window is attempted at most once (success, rejection or empty): the evaluations table
 remembers which windows were evaluated, so restarting `watch` does not retrain them. A
 firing drift alert (`alerts` table, name containing "Drift", newer than the last
-evaluation) lowers the bar to one example. With `trainer.retrain_policy = "on_drift"`,
+evaluation) or a retrain request the alert receiver performed (`monitoring_actions`)
+lowers the bar to one example. With `trainer.retrain_policy = "on_drift"`,
 only the first evaluation needs no alert: afterwards the trainer waits for the users'
 traffic to drift instead of retraining on every window.
 """
@@ -44,13 +45,24 @@ NOT_RETRAIN_ALERTS = ("FlywheelModelOutputDrift",)
 
 
 def drift_requested(client: Any, settings: FlywheelSettings, since: datetime | None) -> bool:
-    """Whether an input-drift alert fired after `since` (always False without alerts)."""
+    """Whether drift asked for retraining after `since`.
+
+    Two signals count: an input-drift alert that fired (`alerts`), and a retrain request
+    the alert receiver performed for this model (`monitoring_actions` rows with
+    `action = 'retrain'` and `performed`; see monitoring/wiring.py). Always False
+    without either.
+    """
+    db = settings.clickhouse.database
     rows = client.query(
-        f"SELECT count() FROM {settings.clickhouse.database}.alerts FINAL "
+        f"SELECT (SELECT count() FROM {db}.alerts FINAL "
         "WHERE status = 'firing' AND positionCaseInsensitive(name, 'drift') > 0 "
-        "AND name NOT IN {skip:Array(String)} AND starts_at > {since:DateTime64(3, 'UTC')}",
+        "AND name NOT IN {skip:Array(String)} AND starts_at > {since:DateTime64(3, 'UTC')}) + "
+        f"(SELECT count() FROM {db}.monitoring_actions "
+        "WHERE action = 'retrain' AND performed AND model = {model:String} "
+        "AND alert_name NOT IN {skip:Array(String)} "
+        "AND requested_at > {since:DateTime64(3, 'UTC')})",
         parameters={"since": since or datetime(1970, 1, 1, tzinfo=UTC),
-                    "skip": list(NOT_RETRAIN_ALERTS)},
+                    "skip": list(NOT_RETRAIN_ALERTS), "model": settings.model.name},
     ).result_rows
     return bool(rows and rows[0][0])
 
