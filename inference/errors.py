@@ -31,3 +31,7 @@ class TritonUnavailableError(InferenceError):
 
 class BadRequestError(InferenceError):
     """A request is malformed (empty prompt, wrong type, over the context)."""
+
+
+class ServingStatusError(InferenceError):
+    """model_versions could not be read or written; the swap itself is not affected."""

@@ -12,6 +12,10 @@ Why not keep [A, B] loaded and switch in the gateway: Triton reloads every versi
 model whose config changed, so that costs three model loads per swap instead of one
 (measured here: `successfully unloaded ... version 1` after each policy change).
 One torch thread per instance keeps the load from starving serving (FINDINGS.md).
+
+After a switch, `model_versions` in ClickHouse records the new version as `serving` and
+the old one as `retired` (`rolled_back` for a rollback); see `inference.serving_status`.
+That write is bookkeeping: when it fails it is logged and the swap stands.
 """
 
 from __future__ import annotations
@@ -29,7 +33,12 @@ from tritonclient.utils import InferenceServerException
 
 from deploy.settings import FlywheelSettings
 from inference.client import GenerationOptions, TritonChat
-from inference.errors import InferenceError, SwapError, TritonUnavailableError
+from inference.errors import (
+    InferenceError,
+    ServingStatusError,
+    SwapError,
+    TritonUnavailableError,
+)
 from inference.repository import (
     ensure_model,
     loaded_versions_in_config,
@@ -38,6 +47,7 @@ from inference.repository import (
     versions,
 )
 from inference.routing import Routing, read_routing, write_routing
+from inference.serving_status import ServingStatusWriter
 from schemas import Alert, Severity
 
 logger = logging.getLogger(__name__)
@@ -61,16 +71,23 @@ class SwapResult:
 
 
 class SwapController:
-    """Loads, warms, switches and unloads versions of one model on one Triton."""
+    """Loads, warms, switches and unloads versions of one model on one Triton.
+
+    `serving_status` records each switch in model_versions; by default it writes to the
+    ClickHouse of `settings`.
+    """
 
     def __init__(
         self, settings: FlywheelSettings, *, model: str | None = None,
         repo: Path | None = None, alert_sink: AlertSink | None = None,
+        serving_status: ServingStatusWriter | None = None,
     ) -> None:
         self.settings = settings
         self.model = model or settings.model.name
         self.repo = repo or settings.triton_model_repository()
         self._alert_sink = alert_sink
+        self.serving_status = serving_status or ServingStatusWriter(
+            settings, model=self.model, repo=self.repo)
 
     # -- public operations ------------------------------------------------------------
 
@@ -97,7 +114,9 @@ class SwapController:
                 set_loaded_versions(self.repo, self.model, [routing.live])
             if not self._ready(routing.live):
                 self._load(routing.live)
-            return write_routing(self.repo, self.model, routing)
+            routing = write_routing(self.repo, self.model, routing)
+            self._record(lambda: self.serving_status.ensure_serving(routing.live))
+            return routing
 
     def deploy(
         self, version: int, *, reason: str = "deploy", history: list[int] | None = None
@@ -130,6 +149,9 @@ class SwapController:
             after = [*routing.history, old][-20:] if history is None else history
             write_routing(self.repo, self.model, Routing(
                 live=version, previous=after[-1] if after else None, history=after))
+            # Under the lock, so two racing swaps record in the order they switched.
+            self._record(lambda: self.serving_status.record_switch(
+                serving=version, replaced=old, reason=reason))
         t1 = time.perf_counter()
         try:
             self.warm_up(version)
@@ -206,6 +228,13 @@ class SwapController:
                     f"Triton at {self.settings.triton.grpc_address} is unreachable: {message}"
                 ) from e
             raise SwapError(f"Triton could not load version {version}: {message}") from e
+
+    def _record(self, write: Callable[[], object]) -> None:
+        try:
+            write()
+        except ServingStatusError as e:  # bookkeeping: never undo a swap for it
+            logger.error("%s: serving status not recorded in model_versions: %s; it is "
+                         "rewritten at the next swap or controller start", self.model, e)
 
     def _ready(self, version: int) -> bool:
         try:

@@ -50,7 +50,8 @@ def dispatcher(settings: FlywheelSettings, *, sink: AlertSink) -> ActionDispatch
     def rollback(model: str, version: int) -> None:
         from inference.swap import SwapController
 
-        result = SwapController(settings).rollback()
+        # The controller records the switch in model_versions (`rolled_back` / `serving`).
+        result = SwapController(settings, model=model).rollback()
         logger.warning("rolled back %s from version %d: %s", model, version, result)
 
     def promoted_at(model: str, version: int) -> datetime | None:

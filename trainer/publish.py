@@ -37,10 +37,15 @@ class Served:
 
 
 def served_version(client: Any, settings: FlywheelSettings) -> Served | None:
-    """The newest published version of the model, or None when nothing was published."""
+    """The version Triton serves now, as the inference controller records it.
+
+    The controller marks the version it switched to `serving` in model_versions (see
+    `inference.serving_status`); the newest such row wins. None when no version is
+    recorded as serving, which means the bare base (nothing was ever deployed).
+    """
     rows = client.query(
         f"SELECT version, adapter_uri FROM {settings.clickhouse.database}.model_versions FINAL "
-        "WHERE model = {model:String} AND status = 'published' ORDER BY version DESC LIMIT 1",
+        "WHERE model = {model:String} AND status = 'serving' ORDER BY updated_at DESC LIMIT 1",
         parameters={"model": settings.model.name},
     ).result_rows
     if not rows:

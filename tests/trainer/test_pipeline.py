@@ -112,9 +112,14 @@ def test_the_gate_rejects_a_sabotaged_adapter_and_the_served_version_stays(
     first_run: RunReport, scenario: tuple[Any, FlywheelSettings],
 ) -> None:
     from inference.repository import versions
+    from inference.serving_status import ServingStatusWriter
 
     client, settings = scenario
     assert first_run.published is not None
+    # What the inference controller records once it has swapped to version 2.
+    ServingStatusWriter(settings, model=settings.model.name,
+                        repo=settings.triton_model_repository()).record_switch(
+        serving=2, replaced=1, reason="publish")
     sabotaged = run_window(client, settings, START, END, shuffle_targets=True)
 
     assert sabotaged.served_version == 2
@@ -124,7 +129,7 @@ def test_the_gate_rejects_a_sabotaged_adapter_and_the_served_version_stays(
     assert versions(settings.triton_model_repository(), settings.model.name) == [1, 2]
     db = settings.clickhouse.database
     served = client.query(f"SELECT max(version) FROM {db}.model_versions FINAL "
-                          "WHERE status = 'published'").result_rows[0][0]
+                          "WHERE status = 'serving'").result_rows[0][0]
     assert served == 2
     evaluations = client.query(
         f"SELECT passed, reason FROM {db}.evaluations ORDER BY evaluated_at").result_rows
