@@ -7,6 +7,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from inference.gateway.text import first_refused_character
 from schemas.feedback import FeedbackKind, FlagReason
 
 
@@ -44,6 +45,9 @@ class ChatRequest(BaseModel):
             raise ValueError("the last message must have role `user`")
         if not value[-1].content.strip():
             raise ValueError("the last user message is empty")
+        refused = first_refused_character(value[-1].content)
+        if refused:
+            raise ValueError(f"the last user message has a {refused}")
         return value
 
     @field_validator("stop")

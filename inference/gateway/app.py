@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -34,6 +35,7 @@ from inference.client import VersionUnavailableError as _VersionGone
 from inference.errors import BadRequestError, InferenceError, TritonUnavailableError
 from inference.gateway.api import ChatRequest, FeedbackRequest
 from inference.gateway.prompt import render_prompt
+from inference.gateway.text import clean_answer
 from inference.routing import RoutingWatcher
 from schemas import ChatEvent, FeedbackEvent
 from streams.producer import ChatEventProducer, DeliveryReport, FeedbackProducer
@@ -143,6 +145,8 @@ def create_app(
         )
         try:
             answer = await generate(render_prompt(body.messages), generation)
+            # The user sees what the warehouse records: control characters replaced.
+            answer = dataclasses.replace(answer, text=clean_answer(answer.text))
         except BadRequestError as e:
             requests_total.labels("chat", "400").inc()
             return _error(400, str(e))
@@ -160,7 +164,7 @@ def create_app(
                                text=body.messages[-1].content, tenant=options.tenant)
         answer_event = ChatEvent(
             conversation_id=conversation_id, turn_index=turn + 1, role="assistant",
-            text=answer.text or " ", model=model_name, model_version=answer.adapter_id,
+            text=answer.text, model=model_name, model_version=answer.adapter_id,
             latency_ms=answer.latency_ms, prompt_tokens=answer.prompt_tokens,
             completion_tokens=answer.completion_tokens, tenant=options.tenant,
             metadata={"triton_version": answer.version},

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,11 @@ class TritonPythonModel:
     """One model instance: tokenizer + merged model on CPU or one GPU."""
 
     def initialize(self, args: dict[str, Any]) -> None:
+        # transformers imports scikit-learn eagerly when it is installed (for assisted
+        # generation, unused here): 1-2 s of a version's load on 2 busy cores, while the
+        # old version serves beside it. A None entry makes importlib report it missing;
+        # this process is the model's own stub, so nothing else is affected.
+        sys.modules.setdefault("sklearn", None)  # type: ignore[arg-type]
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

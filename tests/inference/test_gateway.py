@@ -121,6 +121,7 @@ def test_streaming_returns_chunks_and_done(gateway: httpx.Client) -> None:
         ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": "many"}, "max_tokens"),
         ({"messages": [{"role": "user", "content": "word " * 400}]}, "context"),
         ({"messages": [{"role": "robot", "content": "hi"}]}, "role"),
+        ({"messages": [{"role": "user", "content": "hi\x11"}]}, "control character U+0011"),
     ],
 )
 def test_bad_requests_get_400_with_a_message(
