@@ -12,12 +12,13 @@ import html
 import logging
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import ftfy
 
 from schemas.platform import ReasonCode
-from streams.language import classify
+from streams.language import classify_many
 
 logger = logging.getLogger(__name__)
 
@@ -130,10 +131,14 @@ def detect_language(text: str, *, sample_chars: int) -> tuple[str, float]:
     Only the first `sample_chars` characters are read: enough for a chat turn, and it
     keeps the classifier's cost flat. See `streams.language` for how it is evaluated.
     """
-    sample = text[:sample_chars]
-    if not _has_letters(sample, 3):
-        return "und", 0.0
-    return classify(sample)
+    return detect_languages([text], sample_chars=sample_chars)[0]
+
+
+def detect_languages(texts: Sequence[str], *, sample_chars: int) -> list[tuple[str, float]]:
+    """`detect_language` of each text, the classifier run once for the whole batch."""
+    samples = [text[:sample_chars] for text in texts]
+    found = iter(classify_many([s for s in samples if _has_letters(s, 3)]))
+    return [next(found) if _has_letters(s, 3) else ("und", 0.0) for s in samples]
 
 
 def _has_letters(text: str, count: int) -> bool:

@@ -8,7 +8,9 @@ text is a plain length-checked string, then checks the text with one regex that 
 exactly what `Text` refuses (Unicode categories Cc and Cs but newline, tab and carriage
 return). Whenever that path has any doubt (another kind or schema version, a text the
 regex refuses, any contract violation) it hands the bytes to `decode`, so rejections
-carry the contract's own field-level problems.
+carry the contract's own field-level problems. `decode_feedback` does the same for
+feedback events with the contract unchanged (`decode` builds the generic envelope class
+on every call, about 0.17 ms).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic import Field, ValidationError, create_model
 from schemas.base import MAX_TEXT_CHARS
 from schemas.chat import ChatEvent
 from schemas.envelope import KINDS, Envelope, decode
+from schemas.feedback import FeedbackEvent
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,8 @@ logger = logging.getLogger(__name__)
 #: return: what the contract's `_no_control_characters` refuses.
 _REFUSED_CHARACTERS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _CHAT_KIND = "chat_event"
+_FEEDBACK_KIND = "feedback_event"
+_FEEDBACK_ENVELOPE = Envelope[FeedbackEvent]
 # ChatEvent with every field, validator and setting of the contract, but `text` checked
 # for its length only; the characters are checked by `text_is_valid` afterwards.
 _LengthCheckedText = create_model(
@@ -73,3 +78,22 @@ def _decode_fast(value: bytes) -> ChatEvent | None:
             or not _characters_are_valid(payload.text)):
         return None
     return ChatEvent.model_construct(payload.model_fields_set, **payload.__dict__)
+
+
+def decode_feedback(value: bytes) -> FeedbackEvent:
+    """The FeedbackEvent of an enveloped record, validated as `schemas.envelope.decode` does.
+
+    Raises:
+        SchemaValidationError: not JSON, not an envelope, or the payload breaks its contract.
+        UnknownSchemaError: unknown kind, a newer schema version, or not a feedback event.
+    """
+    try:
+        envelope = _FEEDBACK_ENVELOPE.model_validate_json(value)
+    except ValidationError:
+        envelope = None
+    if (envelope is not None and envelope.kind == _FEEDBACK_KIND
+            and envelope.schema_version == KINDS[_FEEDBACK_KIND][1]):
+        return envelope.payload  # type: ignore[no-any-return]
+    event = decode(value, expect=FeedbackEvent).payload
+    assert isinstance(event, FeedbackEvent)
+    return event

@@ -10,8 +10,9 @@ of the window (the share of equal signature slots) is at least `threshold`. LSH 
 8 slots only pick the candidates to compare, with a recall near 1 from a Jaccard of
 about 0.8 up. (datasketch's `MinHashLSH` took any band match as the answer, with bands
 tuned so that it found only about a third of the pairs at the threshold itself, and its
-per-turn `MinHash` cost 0.4 ms of SHA-1 and permutation set-up; here a signature is one
-numpy expression over CRC-32 word hashes.)
+per-turn `MinHash` cost 0.4 ms of SHA-1 and permutation set-up; here the signatures of a
+whole batch are a few numpy expressions over CRC-32 word hashes, computed by
+`Fingerprinter` where the turn is cleaned, and the window only compares.)
 
 A replay of the same event (same `event_id`, after a crash or rebalance) is not a
 duplicate: the first sighting's decision is returned again, so a replayed record always
@@ -24,6 +25,7 @@ import hashlib
 import re
 import zlib
 from collections import OrderedDict
+from itertools import chain
 from uuid import UUID
 
 import numpy as np
@@ -41,6 +43,11 @@ _U64 = np.uint64
 _MIX = (_U64(0x9E3779B97F4A7C15), _U64(0xC2B2AE3D27D4EB4F), _U64(1))
 
 
+#: Shingle hashes per outer product: 512 x 64 permutations x 8 bytes stays in L2 cache.
+_CHUNK_SHINGLES = 512
+_MASK64 = (1 << 64) - 1
+
+
 class _Permutations:
     """Multiply-add-shift hash functions; slot i of a signature is the min of function i."""
 
@@ -49,12 +56,26 @@ class _Permutations:
         self.a = rng.integers(1, 2**63, size=count, dtype=np.uint64) | _U64(1)
         self.b = rng.integers(0, 2**63, size=count, dtype=np.uint64)
 
-    def signature(self, shingles: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint32]:
-        with np.errstate(over="ignore"):
-            hashed = np.multiply.outer(shingles, self.a)
+    def signatures(self, shingles: list[npt.NDArray[np.uint64]]) -> npt.NDArray[np.uint32]:
+        """One signature row per non-empty shingle array, in order."""
+        out = np.empty((len(shingles), len(self.a)), dtype=np.uint64)
+        start = 0
+        while start < len(shingles):
+            stop, size = start + 1, len(shingles[start])
+            while stop < len(shingles) and size + len(shingles[stop]) <= _CHUNK_SHINGLES:
+                size += len(shingles[stop])
+                stop += 1
+            chunk = shingles[start:stop]
+            offsets = np.zeros(len(chunk), dtype=np.intp)
+            np.cumsum([len(c) for c in chunk[:-1]], out=offsets[1:])
+            # Unsigned array arithmetic wraps silently (numpy warns for scalars only).
+            hashed = np.multiply.outer(np.concatenate(chunk), self.a)
             hashed += self.b
-        hashed >>= _U64(32)
-        return hashed.min(axis=0).astype(np.uint32)  # type: ignore[no-any-return]
+            out[start:stop] = np.minimum.reduceat(hashed, offsets, axis=0)
+            start = stop
+        # The top 32 bits of the minimum are the minimum of the top 32 bits.
+        out >>= _U64(32)
+        return out.astype(np.uint32)
 
 
 class _WordHashes:
@@ -78,13 +99,62 @@ class _WordHashes:
 
 def _shingle_hashes(words: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     """Hashes of the word 3-shingles (of the whole text when it has fewer than 3 words)."""
-    with np.errstate(over="ignore"):
-        if len(words) < 3:
-            combined = _U64(0)
-            for index, word in enumerate(words):
-                combined = combined * _MIX[0] + word + _U64(index + 1)
-            return np.array([combined], dtype=np.uint64)
-        return words[:-2] * _MIX[0] + words[1:-1] * _MIX[1] + words[2:] * _MIX[2]
+    if len(words) < 3:
+        combined = 0  # numpy's uint64 arithmetic, in Python ints masked to 64 bits
+        for index, word in enumerate(words.tolist()):
+            combined = (combined * int(_MIX[0]) + word + index + 1) & _MASK64
+        return np.array([combined], dtype=np.uint64)
+    return words[:-2] * _MIX[0] + words[1:-1] * _MIX[1] + words[2:] * _MIX[2]
+
+
+def exact_digest(text: str) -> bytes:
+    """The key of exact duplicates: a hash of the lowercased text."""
+    return hashlib.blake2b(text.lower().encode(), digest_size=16).digest()
+
+
+class Fingerprinter:
+    """Exact digests and MinHash signatures of a batch of turns, for `DuplicateWindow`.
+
+    Stateless but for a cache of word hashes, so it can run wherever the turns are
+    cleaned (a pool process included) and the window only compares.
+    """
+
+    def __init__(self, *, min_chars: int, permutations: int) -> None:
+        self._min_chars = min_chars
+        self._permutations = _Permutations(permutations)
+        self._words = _WordHashes()
+
+    def fingerprints(self, texts: list[str], words: list[list[str]] | None = None
+                     ) -> list[tuple[bytes, npt.NDArray[np.uint32] | None]]:
+        """(exact digest, signature) of each text; no signature under `min_chars`.
+
+        Args:
+            words: the `\\w+` runs of each lowercased text, when the caller has them.
+        """
+        digests = [exact_digest(text) for text in texts]
+        long = [i for i, text in enumerate(texts) if len(text) >= self._min_chars]
+        signatures: list[npt.NDArray[np.uint32] | None] = [None] * len(texts)
+        if long:
+            runs = [_WORD.findall(texts[i].lower()) if words is None else words[i]
+                    for i in long]
+            for i, row in zip(long, self._permutations.signatures(self._shingles(runs)),
+                              strict=True):
+                signatures[i] = row
+        return list(zip(digests, signatures, strict=True))
+
+    def _shingles(self, runs: list[list[str]]) -> list[npt.NDArray[np.uint64]]:
+        # One hash lookup and one shingle expression for the whole batch; each text's
+        # shingles are then a slice (the ones straddling two texts are never used).
+        hashes = self._words(list(chain.from_iterable(runs)))
+        shingles = _shingle_hashes(hashes) if len(hashes) >= 3 else hashes
+        out = []
+        start = 0
+        for run in runs:
+            stop = start + len(run)
+            out.append(shingles[start:stop - 2] if len(run) >= 3
+                       else _shingle_hashes(hashes[start:stop]))
+            start = stop
+        return out
 
 
 class DuplicateWindow:
@@ -95,10 +165,8 @@ class DuplicateWindow:
     ) -> None:
         self._window_records = window_records
         self._threshold = threshold
-        self._min_chars = min_chars
         self._bands = max(1, permutations // BAND_ROWS)
-        self._permutations = _Permutations(permutations)
-        self._words = _WordHashes()
+        self._fingerprinter = Fingerprinter(min_chars=min_chars, permutations=permutations)
         self._tables: list[dict[bytes, set[UUID]]] = [{} for _ in range(self._bands)]
         self._signatures: dict[UUID, npt.NDArray[np.uint32]] = {}
         self._exact: dict[bytes, UUID] = {}
@@ -116,18 +184,27 @@ class DuplicateWindow:
         Args:
             words: the `\\w+` runs of the lowercased text, when the caller has them.
         """
+        if event_id in self._seen:
+            return self._seen[event_id][2]
+        (digest, signature), = self._fingerprinter.fingerprints(
+            [text], None if words is None else [words])
+        return self.check_fingerprint(event_id, digest, signature)
+
+    def check_fingerprint(self, event_id: UUID, digest: bytes,
+                          signature: npt.NDArray[np.uint32] | None) -> ReasonCode | None:
+        """`check` for a turn whose fingerprint (`Fingerprinter`) is already computed.
+
+        Args:
+            signature: None for a text shorter than `min_chars` (exact duplicates only).
+        """
         previous = self._seen.get(event_id)
         if previous is not None:
             return previous[2]
-        lowered = text.lower()
-        digest = hashlib.blake2b(lowered.encode(), digest_size=16).digest()
         decision: ReasonCode | None = None
         keys: list[bytes] | None = None
         if digest in self._exact:
             decision = ReasonCode.DUPLICATE
-        elif len(text) >= self._min_chars:
-            signature = self._permutations.signature(
-                _shingle_hashes(self._words(_WORD.findall(lowered) if words is None else words)))
+        elif signature is not None:
             band_keys = [signature[i * BAND_ROWS:(i + 1) * BAND_ROWS].tobytes()
                          for i in range(self._bands)]
             if self._near(signature, band_keys):

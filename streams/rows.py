@@ -92,9 +92,9 @@ def quarantine_row(
 
 
 def error_row(
-    record: Record, *, event_id: UUID | None, stage: str, error: BaseException
+    record: Record, *, event_id: UUID | None, stage: str, error_type: str, message: str
 ) -> tuple[Any, ...]:
     return (
-        record.topic, record.partition, record.offset, event_id, stage, type(error).__name__,
-        str(error)[:2000], datetime.now(UTC),
+        record.topic, record.partition, record.offset, event_id, stage, error_type,
+        message[:2000], datetime.now(UTC),
     )

@@ -125,12 +125,28 @@ class SafetyFilter:
         return SafetyVerdict(tuple(reasons), scores, group, "; ".join(details))
 
 
+#: The value a record has in a dimension it does not carry (no topic in its metadata, no
+#: protected group mentioned): never capped, since it is not one value but many unknowns.
+UNLABELLED = "none"
+
+
 @dataclass
 class BalanceCaps:
     """Per-window caps so no topic, tenant or identity group dominates the curated data.
 
-    The window is tumbling and wall-clock based. Until it holds `min_records`, nothing
-    is capped (a small window says nothing about balance).
+    The window is tumbling and wall-clock based. A record is refused when, in some
+    dimension, its value already holds `share` of the window; three rules keep the caps
+    from starving ordinary traffic:
+
+    - Until the window holds `min_records`, nothing is capped (a small window says
+      nothing about balance).
+    - `UNLABELLED` is never capped. Turns with no `topic` in their metadata are stored
+      under topic `general`, but the pipeline passes `UNLABELLED` here: otherwise a client
+      that sends no topic (the gateway, most SDK users) would lose everything over
+      `share` of its traffic to a cap meant for a topic crowding out others.
+    - A dimension with one value in the window is not capped: with nothing to crowd out
+      (a single-tenant deployment, a stream of one topic), a cap would only drop data.
+      The cap applies from the moment a second value appears.
     """
 
     window_s: float
@@ -140,6 +156,7 @@ class BalanceCaps:
     _started: float = field(default=-1.0, init=False)
     _total: int = field(default=0, init=False)
     _counts: Counter[tuple[str, str]] = field(default_factory=Counter, init=False)
+    _values: Counter[str] = field(default_factory=Counter, init=False)  # distinct per dimension
 
     def admit(self, keys: dict[str, str]) -> str | None:
         """Count a record in, or return the dimension (e.g. `tenant`) whose cap it breaks."""
@@ -147,12 +164,18 @@ class BalanceCaps:
         if self._started < 0 or now - self._started >= self.window_s:
             self._started, self._total = now, 0
             self._counts.clear()
+            self._values.clear()
         if self._total >= self.min_records:
             limit = self.share * (self._total + 1)
             for dimension, value in keys.items():
-                if value != "none" and self._counts[(dimension, value)] + 1 > limit:
+                if (value != UNLABELLED and self._values[dimension] > 1
+                        and self._counts[(dimension, value)] + 1 > limit):
                     return dimension
         self._total += 1
         for dimension, value in keys.items():
+            if value == UNLABELLED:
+                continue
+            if self._counts[(dimension, value)] == 0:
+                self._values[dimension] += 1
             self._counts[(dimension, value)] += 1
         return None

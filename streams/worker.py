@@ -38,6 +38,7 @@ from streams.ingest_quarantine import IngestQuarantineReader
 from streams.join_state import load_pending, lookup_turns
 from streams.metrics import StreamMetrics
 from streams.pipeline import BatchResult, Processor
+from streams.pool import PreparePool
 from streams.quarantine import QuarantineProducer
 from streams.rows import Record
 from streams.sink import ClickHouseSink
@@ -86,8 +87,13 @@ class StreamWorker:
         self._land_ingest_rejections = land_ingest_rejections
         self._ingest: IngestQuarantineReader | None = None
         self.metrics = StreamMetrics()
+        self._pool = (PreparePool(self._options, chat_topic=chat_topic,
+                                  feedback_topic=feedback_topic,
+                                  processes=self._options.workers_processes)
+                      if self._options.workers_processes else None)
         self.processor = Processor(self._options, chat_topic=chat_topic,
-                                   feedback_topic=feedback_topic)
+                                   feedback_topic=feedback_topic,
+                                   prepare=self._pool.prepare if self._pool else None)
         self._stop = threading.Event()
         self._offsets: dict[tuple[str, int], int] = {}
         self._skip: dict[tuple[str, int], set[int]] = {}
@@ -118,11 +124,14 @@ class StreamWorker:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self._stop.set())
-        self._open()
-        self.processor.warm_up()  # models load now, not inside the first batch's poll window
-        assert self._consumer is not None and self._sink is not None
-        logger.info("stream worker started: group=%s topics=%s", self._group_id, self._topics)
         try:
+            if self._pool is not None:  # spawned before any Kafka client exists
+                self._pool.open()  # its processes load their models now
+            self._open()
+            self.processor.warm_up()  # models load now, not inside the first poll window
+            assert self._consumer is not None and self._sink is not None
+            logger.info("stream worker started: group=%s topics=%s processes=%d",
+                        self._group_id, self._topics, 1 + self._options.workers_processes)
             while not self._stop.is_set():
                 messages = self._consumer.consume(num_messages=self._options.poll_batch_max,
                                                   timeout=0.2)
@@ -186,6 +195,8 @@ class StreamWorker:
     def _close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
+        if self._pool is not None:
+            self._pool.close()
         if self._ingest is not None:
             self._ingest.close()
         if self._quarantine is not None:

@@ -25,7 +25,7 @@ from schemas.feedback import FeedbackEvent
 from schemas.platform import ReasonCode
 from streams import pii
 from streams.clean import detect_language
-from streams.decoding import decode_chat, text_is_valid
+from streams.decoding import decode_chat, decode_feedback, text_is_valid
 from streams.dedup import DuplicateWindow
 from streams.safety import toxicity_scores
 from streams.tokens import words
@@ -139,6 +139,28 @@ def _outcome(function: object, data: bytes) -> object:
 def test_chat_decoding_gives_the_envelope_decoders_verdict(data: bytes) -> None:
     expected = _outcome(lambda d: decode(d, expect=ChatEvent).payload, data)
     assert _outcome(decode_chat, data) == expected
+
+
+def _feedback() -> bytes:
+    event = FeedbackEvent(conversation_id="c1", turn_event_id=uuid.UUID(int=1), kind="rating",
+                          rating=4, comment="fine", tenant="acme")
+    return encode(event, producer="test")
+
+
+@pytest.mark.parametrize("data", [
+    _feedback(),
+    _feedback().replace(b'"schema_version":1', b'"schema_version":2'),
+    _feedback().replace(b'"schema_version":1', b'"schema_version":true'),
+    _feedback().replace(b'"kind":"feedback_event"', b'"kind":"chat_event"'),
+    _feedback().replace(b'"rating":4', b'"rating":9'),
+    _feedback().replace(b'"payload":{', b'"payload":{"extra":1,'),
+    _feedback()[:-5],
+    _chat(),
+    b"[1, 2]",
+], ids=lambda d: d[-60:].decode("utf-8", "replace"))
+def test_feedback_decoding_gives_the_envelope_decoders_verdict(data: bytes) -> None:
+    expected = _outcome(lambda d: decode(d, expect=FeedbackEvent).payload, data)
+    assert _outcome(decode_feedback, data) == expected
 
 
 def _reference_redact(text: str) -> str:
