@@ -1,10 +1,11 @@
-"""Redaction of private data: emails, phone numbers, card numbers, IP addresses, secrets.
+"""Redaction of private data: emails, phone numbers, card numbers, IP addresses, secrets, names.
 
 Each finding is replaced by a typed placeholder (`[EMAIL]`, `[PHONE]`, `[CARD]`, `[IP]`,
-`[SECRET]`, `[SSN]`) and counted, so analysts see how much was redacted without ever
+`[SECRET]`, `[SSN]`, `[NAME]`) and counted, so analysts see how much was redacted without ever
 seeing the value. Patterns are tuned against the labeled fixtures in
 `tests/streams/fixtures/` (recall on private data, and no redaction of years, prices,
-order numbers or versions in ordinary text).
+order numbers or versions in ordinary text). Names are redacted only where the text
+introduces one ("my name is", sign-offs...): see `streams.names`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+
+from streams.names import redact_names
 
 # Secrets first: a token can contain digit runs that look like phones or cards.
 _SECRET = re.compile(
@@ -192,6 +195,9 @@ def redact(text: str) -> Redaction:
     counts: Counter[str] = Counter()
     full = _may_hold_numbers_or_emails(text)
     text = _secrets(text, counts)
+    text, names = redact_names(text)
+    if names:
+        counts["name"] += names
     if not full:
         # Most chat turns: no digit and no @ leaves only word-like secrets.
         return Redaction(text, counts)
