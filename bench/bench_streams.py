@@ -1,12 +1,15 @@
 """Stream worker end-to-end: Kafka in -> rows queryable in ClickHouse, against a baseline.
 
     .venv/bin/python -m bench.bench_streams [--events 20000] [--rate 2000] [--runs 1]
+        [--processes 1]
 
 Runs its own stack (ports offset by 30000, see bench.bench_stack). Figures:
 - throughput of one worker process vs a plain confluent-kafka consumer inserting the same
   events into the same ClickHouse with no processing (the baseline), and the ratio;
 - p50/p99 produce -> inserted latency at a fixed rate (`ingested_at - ts` of chat_turns);
 - throughput of two worker processes vs one.
+`--processes` is `streams.workers_processes` (helper processes per worker for the
+stateless stages; 0 = none); the one-worker figure is also taken with 0 for comparison.
 """
 
 from __future__ import annotations
@@ -158,11 +161,15 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000.0)
     parser.add_argument("--latency-s", type=float, default=15.0)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--processes", type=int, default=1,
+                        help="streams.workers_processes of each worker")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="flywheel-bench-") as tmp:
         defaults = bench_settings(Path(tmp))
         settings = defaults.model_copy(update={"streams": defaults.streams.model_copy(
-            update={"cap_min_records": 10**9})})
+            update={"cap_min_records": 10**9, "workers_processes": args.processes})})
+        alone = settings.model_copy(update={"streams": settings.streams.model_copy(
+            update={"workers_processes": 0})})
         stack = build_stack(settings)
         try:
             stack.up(["kafka", "clickhouse"])
@@ -170,9 +177,11 @@ def main() -> None:
             migrate(client, settings)
             log = Path(tmp) / "workers.log"
             batch = events(args.events, seed=1)
-            one, two, base = [], [], []
+            one, two, base, single = [], [], [], []
             for _ in range(args.runs):
                 base.append(baseline(settings, client, batch=batch))
+                single.append(run_workers(alone, client, workers=1, total=len(batch),
+                                          batch=batch, log=log))
                 one.append(run_workers(settings, client, workers=1, total=len(batch),
                                        batch=batch, log=log))
                 two.append(run_workers(settings, client, workers=2, total=len(batch),
@@ -181,15 +190,18 @@ def main() -> None:
                                log=log)
         finally:
             stack.down()
-    body = f"""Command: `.venv/bin/python -m bench.bench_streams --events {args.events} --rate {args.rate:.0f} --runs {args.runs}`
+    body = f"""Command: `.venv/bin/python -m bench.bench_streams --events {args.events} --rate {args.rate:.0f} --runs {args.runs} --processes {args.processes}`
 
 Events: assistant turns of 20-400 words, 5% toxic or private-data bait, 10% feedback;
-topics of 6 partitions; one worker = one `python -m streams.worker` process. Throughput
-is counted from the first landed row to the last (process start-up excluded).
+topics of 6 partitions; one worker = one `python -m streams.worker` process with
+`streams.workers_processes={args.processes}` helper processes for the stateless stages
+(the "no helpers" row: 0). Throughput is counted from the first landed row to the last
+(process start-up excluded).
 
 | figure (median of {args.runs}) | value |
 |---|---|
 | baseline: plain confluent-kafka consumer -> ClickHouse insert | {median(base):,.0f} events/s |
+| one stream worker, no helper processes | {median(single):,.0f} events/s (ratio {median(single) / median(base):.2f}) |
 | one stream worker, end to end | {median(one):,.0f} events/s |
 | ratio worker / baseline | {median(one) / median(base):.2f} |
 | two stream workers | {median(two):,.0f} events/s ({median(two) / median(one):.2f} x one) |
