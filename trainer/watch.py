@@ -2,8 +2,8 @@
 
 A window is attempted at most once (success, rejection or empty): the evaluations table
 remembers which windows were evaluated, so restarting `watch` does not retrain them. A
-firing drift alert (`alerts` table, name containing "Drift", newer than the last
-evaluation) or a retrain request the alert receiver performed (`monitoring_actions`)
+firing drift alert (`alerts` table, name containing "Drift", that started after the
+last evaluation was made) or a retrain request the alert receiver performed (`monitoring_actions`)
 lowers the bar to one example. With `trainer.retrain_policy = "on_drift"`,
 only the first evaluation needs no alert: afterwards the trainer waits for the users'
 traffic to drift instead of retraining on every window.
@@ -29,14 +29,25 @@ logger = logging.getLogger(__name__)
 
 def last_evaluated_end(client: Any, settings: FlywheelSettings) -> datetime | None:
     """End of the newest window the model was evaluated on."""
+    return _last_evaluation(client, settings)[0]
+
+
+def _last_evaluation(
+    client: Any, settings: FlywheelSettings
+) -> tuple[datetime | None, datetime | None]:
+    """(end of the newest evaluated window, when the newest evaluation was made)."""
     rows = client.query(
-        f"SELECT max(window_end), count() FROM {settings.clickhouse.database}.evaluations "
-        "WHERE model = {model:String}", parameters={"model": settings.model.name},
+        "SELECT max(window_end), max(evaluated_at), count() FROM "
+        f"{settings.clickhouse.database}.evaluations WHERE model = {{model:String}}",
+        parameters={"model": settings.model.name},
     ).result_rows
-    if not rows or not rows[0][1]:
-        return None
-    end: datetime = rows[0][0]
-    return end if end.tzinfo else end.replace(tzinfo=UTC)
+    if not rows or not rows[0][2]:
+        return None, None
+    return _utc(rows[0][0]), _utc(rows[0][1])
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 #: Drift of what users send. An adapter swap changes the answers, so output drift right
@@ -84,14 +95,16 @@ def due_window(
     trainer = settings.trainer
     start, end = latest_closed_window(now, window_s=trainer.window_s,
                                       grace_s=trainer.window_grace_s)
-    done = last_evaluated_end(client, settings)
+    done, evaluated_at = _last_evaluation(client, settings)
     if done is not None and end <= done:
         return None
     new = count_examples(client, settings, start, end)
     if new >= trainer.min_new_examples and (
             trainer.retrain_policy == "every_window" or not has_published(client, settings)):
         return start, end, f"{new} new examples"
-    if new and drift_requested(client, settings, done):
+    # A request made before the last evaluation was answered by that run (an alert that
+    # keeps firing while its retrained version is rolled out asks for nothing new).
+    if new and drift_requested(client, settings, evaluated_at):
         return start, end, f"drift alert ({new} new examples)"
     return None
 

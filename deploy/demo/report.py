@@ -11,7 +11,7 @@ import base64
 import html
 import io
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -136,16 +136,17 @@ def _latency(client: Any, outcome: DemoOutcome) -> Figure:
     rows = _safe_rows(client, LATENCY_SQL)
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4),
                                       gridspec_kw={"width_ratios": [1, 2]})
-    labels = [str(r[0]) or "?" for r in rows]
+    # Adapter ids are `<model>-v<N>`; the version alone reads better under a bar.
+    labels = [str(r[0]).rsplit("-", 1)[-1] or "?" for r in rows]
     for i, name in enumerate(("p50", "p95", "p99")):
         left.bar([x + i * 0.27 for x in range(len(rows))], [r[1][i] for r in rows], 0.27,
                  label=name)
-    left.set_xticks([x + 0.27 for x in range(len(rows))], labels, fontsize=7, rotation=15)
+    left.set_xticks([x + 0.27 for x in range(len(rows))], labels, fontsize=8)
     left.set_ylabel("Triton latency (ms)")
     left.legend(fontsize=8)
     samples = outcome.samples
     for version in sorted({s.version for s in samples}):
-        points = [(datetime.fromtimestamp(s.at), s.latency_ms) for s in samples
+        points = [(datetime.fromtimestamp(s.at, UTC), s.latency_ms) for s in samples
                   if s.version == version]
         right.scatter(*zip(*points, strict=True), s=4, label=f"v{version}")
     right.set_ylabel("gateway round trip (ms)")
