@@ -117,8 +117,9 @@ def demo(
     console.print(table)
     console.print(f"report: {outcome.report_path}")
     if keep:
-        console.print("The stack and services keep running: `flywheel status`, "
-                      "`flywheel stack down` (with `flywheel stack apps down`) stops them.")
+        console.print(f"The stack and services keep running. On-call's view of this run: "
+                      f"`flywheel --config {runner.config_path()} status`; "
+                      "`flywheel apps down && flywheel stack down` stops everything.")
     else:
         runner.stop_everything()
     if not outcome.passed:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from deploy.demo.accounting import Accounting, end_offsets, wait_until_landed
@@ -194,9 +195,25 @@ class DemoRunner:
         self._apps.down()
         self._remove_old_models()
         prepare_repository(self.settings)
+        self._write_config()
         self._apps.up(progress=lambda name, message: self.ui.status(f"{name}: {message}"))
         self._wait("version 1 answering", lambda: self._live_version() == 1, timeout_s=180)
         self.outcome.served.append((1, datetime.now(UTC)))
+
+    def config_path(self) -> Path:
+        """A TOML file pointing the CLI at this run: `flywheel --config PATH status`."""
+        return self.settings.state_path / "demo" / self.plan.run_id / "flywheel.toml"
+
+    def _write_config(self) -> None:
+        # Only what the demo changed that on-call commands need to find its data.
+        path = self.config_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        s = self.settings
+        path.write_text(
+            f"# Settings of demo run {self.plan.run_id}, for `flywheel --config {path} ...`\n"
+            f'state_dir = "{s.state_path}"\n\n[model]\nname = "{s.model.name}"\n'
+            f'base_model_path = "{s.base_model_path()}"\n\n'
+            f'[clickhouse]\ndatabase = "{s.clickhouse.database}"\n', encoding="utf-8")
 
     def _old_topics(self) -> None:
         self.ui.phase("users on the old topics; waiting for the trainer to publish version 2")
