@@ -2,22 +2,26 @@
 
 Reads the compacted models-published topic from the start (so a restarted controller
 catches up to the latest version), checks the published adapter against the repository
-(copying it in from `adapter_uri` when the trainer wrote it elsewhere), and swaps.
+(copying it in from `adapter_uri` when the trainer wrote it elsewhere), and swaps; or,
+with `inference.canary_share` above 0, runs the version as a canary first and promotes
+or drops it on its live figures (`inference.canary`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError
 
 from deploy.settings import FlywheelSettings
-from inference.errors import InferenceError, SwapError
+from inference.canary import ArmStats, GatewayStats, Thresholds, Verdict, judge
+from inference.errors import CanaryError, InferenceError, SwapError
 from inference.events import AlertProducer
 from inference.repository import adapter_sha256, read_metadata, versions, write_version
-from inference.routing import read_routing
+from inference.routing import Routing, read_routing
 from inference.swap import SwapController, SwapResult
 from schemas import Alert, ModelPublished
 from schemas.envelope import decode
@@ -56,8 +60,83 @@ def stage_version(controller: SwapController, event: ModelPublished) -> None:
                         f"{meta.get('adapter_sha256')}, the event says {event.adapter_sha256}")
 
 
-def handle_published(controller: SwapController, event: ModelPublished) -> SwapResult | None:
-    """Deploy one published version; a failure is alerted and logged, never raised."""
+def canary_thresholds(settings: FlywheelSettings) -> Thresholds:
+    inference = settings.inference
+    return Thresholds(
+        min_requests=inference.canary_min_requests, window_s=inference.canary_window_s,
+        max_p99_ratio=inference.canary_max_p99_ratio,
+        max_error_rate=inference.canary_max_error_rate,
+        max_negative_feedback_rate=inference.canary_max_negative_feedback_rate,
+    )
+
+
+def gateway_metrics_urls(settings: FlywheelSettings) -> list[str]:
+    """The gateway of these settings; more replicas would each be listed."""
+    inference = settings.inference
+    return [f"http://{inference.gateway_host}:{inference.gateway_port}/metrics"]
+
+
+def run_canary(
+    controller: SwapController, version: int, *, stats: GatewayStats,
+    stop: threading.Event | None = None, poll_s: float = 2.0,
+) -> Verdict:
+    """Run `version` as a canary until it is judged, then promote or drop it.
+
+    A stop request, or gateway metrics that cannot be read, drops the canary: a version
+    is never promoted without evidence.
+
+    Raises:
+        SwapError: the canary could not be started (an alert was sent).
+        TritonUnavailableError: Triton cannot be reached.
+    """
+    settings = controller.settings
+    limits = canary_thresholds(settings)
+    live = (read_routing(controller.repo, controller.model) or Routing()).live
+    try:
+        before = stats.snapshot()
+    except CanaryError as e:
+        raise SwapError(f"canary of version {version} not started: {e}") from e
+    controller.start_canary(version, share=settings.inference.canary_share)
+    started = time.monotonic()
+    verdict = Verdict("wait", "not judged yet")
+    while verdict.decision == "wait":
+        if stop is not None and stop.wait(poll_s):
+            verdict = Verdict("rollback", "the controller is stopping")
+            break
+        if stop is None:
+            time.sleep(poll_s)
+        try:
+            now = stats.snapshot()
+        except CanaryError as e:
+            verdict = Verdict("rollback", str(e))
+            break
+        empty = ArmStats()
+        verdict = judge(now.get(str(live), empty).minus(before.get(str(live), empty)),
+                        now.get(str(version), empty).minus(before.get(str(version), empty)),
+                        elapsed_s=time.monotonic() - started, limits=limits)
+    logger.info("canary %s v%s: %s (%s) %s", controller.model, version, verdict.decision,
+                verdict.reason, verdict.figures)
+    promote = verdict.decision == "promote"
+    try:
+        controller.end_canary(promote=promote, reason=verdict.reason)
+    except SwapError as e:
+        if not promote:
+            raise
+        logger.error("promoting canary %s v%s failed, dropping it: %s", controller.model,
+                     version, e)
+        controller.end_canary(promote=False, reason=f"promotion failed: {e}")
+        return Verdict("rollback", f"promotion failed: {e}", verdict.figures)
+    return verdict
+
+
+def handle_published(
+    controller: SwapController, event: ModelPublished, *, stats: GatewayStats | None = None,
+    stop: threading.Event | None = None,
+) -> SwapResult | None:
+    """Deploy one published version; a failure is alerted and logged, never raised.
+
+    With a canary share set and `stats` given, the version runs as a canary first.
+    """
     if event.model != controller.model:
         return None
     routing = read_routing(controller.repo, controller.model)
@@ -73,6 +152,9 @@ def handle_published(controller: SwapController, event: ModelPublished) -> SwapR
             pass
         return None
     try:
+        if stats is not None and controller.settings.inference.canary_share > 0:
+            run_canary(controller, event.version, stats=stats, stop=stop)
+            return None
         return controller.deploy(event.version, reason="publish")
     except InferenceError as e:
         logger.error("publish of %s v%s not deployed: %s", event.model, event.version, e)
@@ -97,11 +179,18 @@ def run_controller(
 
     controller = SwapController(settings, model=model, repo=repo, alert_sink=send_alert)
     controller.start()
+    inference = settings.inference
+    stats = None
+    if inference.canary_share > 0:
+        stats = GatewayStats(gateway_metrics_urls(settings), model=controller.model)
     consumer = Consumer({
         **settings.kafka.client_config(),
-        "group.id": f"{settings.inference.controller_group_id}-{controller.model}",
+        "group.id": f"{inference.controller_group_id}-{controller.model}",
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
+        # A canary holds the loop for its window; the group must not drop the controller.
+        "max.poll.interval.ms": int(1000 * max(
+            300, 2 * inference.load_timeout_s + 3 * inference.canary_window_s)),
     })
     consumer.subscribe([topic])
     logger.info("controller of %s consuming %s", controller.model, topic)
@@ -120,7 +209,7 @@ def run_controller(
                 logger.error("skipping a bad record at %s offset %s: %s", topic,
                              message.offset(), e)
             else:
-                handle_published(controller, event)
+                handle_published(controller, event, stats=stats, stop=stop)
             consumer.commit(message=message, asynchronous=False)
     finally:
         consumer.close()

@@ -35,3 +35,7 @@ class BadRequestError(InferenceError):
 
 class ServingStatusError(InferenceError):
     """model_versions could not be read or written; the swap itself is not affected."""
+
+
+class CanaryError(InferenceError):
+    """A canary could not be started, observed or ended; the live version keeps serving."""

@@ -11,6 +11,9 @@ ReplacingMergeTree's version column, so `FINAL` sees only the newest copy:
 - any other row still marked `serving` (a write lost while ClickHouse was down) gets
   `retired` too, so at most one version of a model reads as serving.
 
+A canary is `canary` while it takes its share of traffic, then `serving` when promoted or
+`rolled_back`.
+
 A version the trainer never recorded (version 1, the bare base, or one an operator wrote
 into the repository by hand) gets a minimal row built from its `metadata.json`: empty
 training window at the epoch, zero hashes and counts.
@@ -31,9 +34,10 @@ from inference.repository import ADAPTER_DIR, BASE_ADAPTER_ID, read_metadata, ve
 
 logger = logging.getLogger(__name__)
 
-Status = Literal["serving", "retired", "rolled_back"]
+Status = Literal["serving", "retired", "rolled_back", "canary"]
 
 SERVING: Final = "serving"
+CANARY: Final = "canary"
 RETIRED: Final = "retired"
 ROLLED_BACK: Final = "rolled_back"
 ZERO_SHA256: Final = "0" * 64
@@ -94,6 +98,16 @@ class ServingStatusWriter:
             self._write(client, rows, changes)
         logger.info("model_versions: %s v%s serving (%s), replaced %s", self.model, serving,
                     reason, replaced)
+
+    def mark(self, version: int, status: Status) -> None:
+        """Set one version's status, leaving every other row as it is (canary start / end).
+
+        Raises:
+            ServingStatusError: ClickHouse could not be read or written.
+        """
+        with self._client() as client:
+            self._write(client, self._current_rows(client, [version]), {version: status})
+        logger.info("model_versions: %s v%s %s", self.model, version, status)
 
     def ensure_serving(self, version: int) -> bool:
         """Record `version` as serving unless it already is the only serving row.

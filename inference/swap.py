@@ -13,6 +13,11 @@ model whose config changed, so that costs three model loads per swap instead of 
 (measured here: `successfully unloaded ... version 1` after each policy change).
 One torch thread per instance keeps the load from starving serving (FINDINGS.md).
 
+A canary (`start_canary`) is the other way to bring a version up: it is loaded as a second
+Triton model, `<model>-canary` (one load; the live model is not touched), and the gateway
+sends it a share of the traffic until `end_canary` promotes it (a normal swap of the live
+model to it, then the canary model is unloaded) or drops it.
+
 After a switch, `model_versions` in ClickHouse records the new version as `serving` and
 the old one as `retired` (`rolled_back` for a rollback); see `inference.serving_status`.
 That write is bookkeeping: when it fails it is logged and the swap stands.
@@ -32,6 +37,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from deploy.settings import FlywheelSettings
+from inference.canary_model import canary_model_name, write_canary_model
 from inference.client import GenerationOptions, TritonChat
 from inference.errors import (
     InferenceError,
@@ -47,13 +53,14 @@ from inference.repository import (
     versions,
 )
 from inference.routing import Routing, read_routing, write_routing
-from inference.serving_status import ServingStatusWriter
+from inference.serving_status import CANARY, ROLLED_BACK, ServingStatusWriter
 from schemas import Alert, Severity
 
 logger = logging.getLogger(__name__)
 
 WARMUP_PROMPT = "user: hello, can you help me?\nassistant:"
 ALERT_SWAP_FAILED = "FlywheelModelSwapFailed"
+ALERT_CANARY_ROLLED_BACK = "FlywheelCanaryRolledBack"
 
 AlertSink = Callable[[Alert], None]
 
@@ -108,6 +115,10 @@ class SwapController:
         )
         with self._lock():
             routing = read_routing(self.repo, self.model) or Routing()
+            if routing.canary is not None:  # a canary is not resumed after a restart
+                logger.warning("%s: dropping canary version %s left by the last run",
+                               self.model, routing.canary)
+                self._unload(canary_model_name(self.model))
             routing = replace(routing, canary=None, canary_share=0.0)
             # Rewriting an unchanged config would make Triton reload the live version.
             if loaded_versions_in_config(self.repo, self.model) != [routing.live]:
@@ -152,6 +163,8 @@ class SwapController:
             # Under the lock, so two racing swaps record in the order they switched.
             self._record(lambda: self.serving_status.record_switch(
                 serving=version, replaced=old, reason=reason))
+        if routing.canary is not None:  # the new routing has none: its model goes too
+            self._drop_canary_model(routing.canary, promoted=routing.canary == version)
         t1 = time.perf_counter()
         try:
             self.warm_up(version)
@@ -162,13 +175,85 @@ class SwapController:
                     old, version, reason, load_s, total_s)
         return SwapResult(self.model, old, version, load_s, time.perf_counter() - t1, total_s)
 
+    def start_canary(self, version: int, *, share: float) -> Routing:
+        """Load `version` as the canary model and route `share` (0-1) of requests to it.
+
+        Raises:
+            SwapError: a canary is already running, the version is unknown or live, or
+                it failed to load (an alert was sent; the live version serves everything).
+            TritonUnavailableError: Triton cannot be reached.
+        """
+        if not 0 < share < 1:
+            raise SwapError(f"a canary share is between 0 and 1 (exclusive), got {share}")
+        canary = canary_model_name(self.model)
+        with self._lock():
+            routing = read_routing(self.repo, self.model) or Routing()
+            if routing.canary is not None:
+                raise SwapError(f"version {routing.canary} of {self.model} is already a canary; "
+                                "end it first (`flywheel models promote` or `rollback`)")
+            if version == routing.live:
+                raise SwapError(f"version {version} of {self.model} is already live")
+            if version not in versions(self.repo, self.model):
+                self.reject(version, routing.live,
+                            f"version {version} is not in {self.repo / self.model}", "canary")
+            write_canary_model(self.repo, self.model, version)
+            try:
+                self._load(version, model=canary)
+            except (SwapError, TritonUnavailableError) as e:
+                self._unload(canary)
+                self.reject(version, routing.live, str(e), "canary")
+            routing = write_routing(self.repo, self.model,
+                                    replace(routing, canary=version, canary_share=share))
+            self._record(lambda: self.serving_status.mark(version, CANARY))
+        logger.info("%s: canary version %s takes %.0f%% of requests", self.model, version,
+                    share * 100)
+        return routing
+
+    def end_canary(self, *, promote: bool, reason: str) -> SwapResult | None:
+        """Promote the running canary (swap the live model to it) or drop it.
+
+        Returns the swap's result when promoted, None when dropped.
+
+        Raises:
+            SwapError: no canary is running, or promoting it failed (the live version and
+                the canary keep serving as before).
+        """
+        routing = read_routing(self.repo, self.model) or Routing()
+        version = routing.canary
+        if version is None:
+            raise SwapError(f"{self.model} has no canary running")
+        if promote:
+            # The canary keeps its share until the live model has switched to its version.
+            return self.deploy(version, reason="canary")
+        with self._lock():
+            routing = read_routing(self.repo, self.model) or Routing()
+            if routing.canary != version:  # another caller ended it meanwhile
+                raise SwapError(f"canary version {version} of {self.model} already ended")
+            write_routing(self.repo, self.model, replace(routing, canary=None, canary_share=0.0))
+            self._drop_canary_model(version, promoted=False)
+        summary = f"{self.model} canary version {version} was rolled back: {reason}"
+        logger.warning("%s; version %s keeps serving", summary, routing.live)
+        self.emit(Alert(
+            name=ALERT_CANARY_ROLLED_BACK, status="firing", severity=Severity.WARNING,
+            summary=summary[:1000],
+            description=f"Version {routing.live} serves all traffic. Look at the canary's "
+            "latency and feedback, then republish or `flywheel models promote` it.",
+            runbook_url=f"docs/runbooks/{ALERT_CANARY_ROLLED_BACK}.md",
+            labels={"model": self.model, "version": str(version),
+                    "live_version": str(routing.live)},
+        ))
+        return None
+
     def rollback(self) -> SwapResult:
-        """Swap back to the version served before the live one.
+        """Drop the running canary, or else swap back to the version served before.
 
         Raises:
             SwapError: there is no previous version, or it fails to come back up.
         """
         routing = read_routing(self.repo, self.model) or Routing()
+        if routing.canary is not None:  # the newest change is the canary: undo that
+            self.end_canary(promote=False, reason="rolled back by hand")
+            return SwapResult(self.model, routing.canary, routing.live, 0.0, 0.0, 0.0)
         if routing.previous is None:
             raise SwapError(f"{self.model} has no previous version to roll back to; "
                             "use `flywheel models promote VERSION`")
@@ -211,13 +296,14 @@ class SwapController:
 
     # -- steps --------------------------------------------------------------------------
 
-    def _load(self, version: int) -> None:
+    def _load(self, version: int, *, model: str | None = None) -> None:
         timeout_s = self.settings.inference.load_timeout_s
+        name = model or self.model
         try:
             with closing(grpcclient.InferenceServerClient(self.settings.triton.grpc_address)) as c:
-                c.load_model(self.model, client_timeout=timeout_s)
+                c.load_model(name, client_timeout=timeout_s)
                 deadline = time.monotonic() + timeout_s
-                while not c.is_model_ready(self.model, str(version)):
+                while not c.is_model_ready(name, str(version)):
                     if time.monotonic() > deadline:
                         raise SwapError(f"version {version} not ready after {timeout_s:.0f} s")
                     time.sleep(0.1)
@@ -235,6 +321,21 @@ class SwapController:
         except ServingStatusError as e:  # bookkeeping: never undo a swap for it
             logger.error("%s: serving status not recorded in model_versions: %s; it is "
                          "rewritten at the next swap or controller start", self.model, e)
+
+    def _drop_canary_model(self, version: int, *, promoted: bool) -> None:
+        """Unload the canary model once gateways have reread routing (they poll it)."""
+        inference = self.settings.inference
+        time.sleep(max(inference.drain_s, 2 * inference.routing_poll_interval_s))
+        self._unload(canary_model_name(self.model))
+        if not promoted:
+            self._record(lambda: self.serving_status.mark(version, ROLLED_BACK))
+
+    def _unload(self, model: str) -> None:
+        try:
+            with closing(grpcclient.InferenceServerClient(self.settings.triton.grpc_address)) as c:
+                c.unload_model(model)
+        except InferenceServerException as e:  # best effort: it may never have loaded
+            logger.warning("could not unload %s: %s", model, e)
 
     def _ready(self, version: int) -> bool:
         try:

@@ -58,9 +58,26 @@ def promote(ctx: typer.Context,
                   f"load {result.load_s:.1f} s, total {result.total_s:.1f} s")
 
 
+@models_app.command("canary")
+def canary(ctx: typer.Context,
+           version: Annotated[int, typer.Argument(help="Version to try on live traffic.")],
+           share: Annotated[float, typer.Option(
+               help="Share of requests it gets, between 0 and 1.")] = 0.1) -> None:
+    """Load VERSION beside the live one and send it SHARE of the requests.
+
+    End it with `flywheel models promote VERSION` or `flywheel models rollback`; the
+    controller does both on its own when inference.canary_share is set.
+    """
+    from inference.swap import SwapController
+
+    routing = SwapController(get_settings(ctx)).start_canary(version, share=share)
+    console.print(f"version {routing.canary} takes {routing.canary_share:.0%} of requests; "
+                  f"version {routing.live} the rest")
+
+
 @models_app.command("rollback")
 def rollback(ctx: typer.Context) -> None:
-    """Swap back to the version that was live before the current one."""
+    """Drop the running canary, or else swap back to the version live before."""
     from inference.swap import SwapController
 
     result = SwapController(get_settings(ctx)).rollback()

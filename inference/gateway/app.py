@@ -1,7 +1,8 @@
 """The gateway: OpenAI-compatible chat completions on Triton, every exchange sent to Kafka.
 
 `POST /v1/chat/completions` renders the messages into the model's prompt format, asks the
-version routing.json names (or the canary, for its share), and answers in OpenAI's shape
+live version (or, for its share, the canary's Triton model; a failed canary request is
+answered by the live version and counted against the canary), and answers in OpenAI's shape
 with a `flywheel` extension (`version`, `adapter_id`, `conversation_id`,
 `turn_event_id` to rate the answer). The user turn and the answer are sent as ChatEvents
 tagged with the adapter id that answered. `POST /v1/feedback` sends a FeedbackEvent.
@@ -30,9 +31,11 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_a
 from pydantic import ValidationError
 
 from deploy.settings import FlywheelSettings
+from inference.canary import ERRORS_METRIC, FEEDBACK_METRIC, LATENCY_METRIC
+from inference.canary_model import canary_model_name
 from inference.client import AsyncTritonChat, Completion, GenerationOptions
-from inference.client import VersionUnavailableError as _VersionGone
 from inference.errors import BadRequestError, InferenceError, TritonUnavailableError
+from inference.gateway.answers import RecentAnswers
 from inference.gateway.api import ChatRequest, FeedbackRequest
 from inference.gateway.prompt import render_prompt
 from inference.gateway.text import clean_answer
@@ -63,6 +66,9 @@ def create_app(
                              poll_interval_s=options.routing_poll_interval_s)
     triton = AsyncTritonChat(settings.triton.grpc_address, model=model_name,
                              timeout_s=options.request_timeout_s)
+    canary = AsyncTritonChat(settings.triton.grpc_address, model=canary_model_name(model_name),
+                             timeout_s=options.request_timeout_s)
+    answers = RecentAnswers()
     chats = ChatEventProducer(settings.kafka, producer_name=options.gateway_producer_name,
                               topic=chat_topic)
     feedback = FeedbackProducer(settings.kafka, producer_name=options.gateway_producer_name,
@@ -72,6 +78,7 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         await triton.close()
+        await canary.close()
         for producer in (chats, feedback):
             try:
                 await asyncio.to_thread(producer.close, 10)
@@ -85,7 +92,7 @@ def create_app(
     requests_total = Counter("flywheel_gateway_requests", "Gateway requests by route and status.",
                              ["route", "status"], registry=registry)
     latency_s = Histogram(
-        "flywheel_gateway_request_duration_seconds",
+        LATENCY_METRIC,
         "Chat completion latency at the gateway, by model version.", ["model", "version"],
         registry=registry, buckets=LATENCY_BUCKETS_S)
     triton_s = Histogram(
@@ -94,6 +101,12 @@ def create_app(
         registry=registry, buckets=LATENCY_BUCKETS_S)
     tokens_total = Counter("flywheel_gateway_tokens", "Tokens by kind and version.",
                            ["model", "version", "kind"], registry=registry)
+    version_errors = Counter(
+        ERRORS_METRIC, "Requests a version failed (a canary's are retried on the live one).",
+        ["model", "version"], registry=registry)
+    feedback_total = Counter(
+        FEEDBACK_METRIC, "Feedback on answers, by the version that answered.",
+        ["model", "version", "negative"], registry=registry)
     app.mount("/metrics", make_asgi_app(registry=registry))
 
     @app.exception_handler(RequestValidationError)
@@ -114,13 +127,24 @@ def create_app(
 
     async def generate(prompt: str, generation: GenerationOptions) -> Completion:
         current = routing.current()
-        # Without a canary Triton has one version loaded and swaps it atomically: ask for
-        # "the served version" so a swap can never strand a request on an unloaded one.
-        version = current.pick(random.random()) if current.canary is not None else None
+        if current.canary is not None and random.random() < current.canary_share:
+            try:
+                return await canary.complete(prompt, version=current.canary, options=generation)
+            except BadRequestError:
+                raise  # the live version would refuse it too
+            except InferenceError as e:
+                version_errors.labels(model_name, str(current.canary)).inc()
+                logger.warning("canary version %s failed a request, the live version answers "
+                               "it: %s", current.canary, e)
+        # Triton has one live version loaded and swaps it atomically: ask for "the served
+        # version" so a swap can never strand a request on an unloaded one.
         try:
-            return await triton.complete(prompt, version=version, options=generation)
-        except _VersionGone:
             return await triton.complete(prompt, version=None, options=generation)
+        except BadRequestError:
+            raise
+        except InferenceError:
+            version_errors.labels(model_name, str(current.live)).inc()
+            raise
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Any:
@@ -172,6 +196,7 @@ def create_app(
         for event in (user_event, answer_event):
             chats.send(event, on_delivery=on_delivery)
         version = str(answer.version)
+        answers.remember(answer_event.event_id, version)
         triton_s.labels(model_name, version).observe(answer.latency_ms / 1000)
         tokens_total.labels(model_name, version, "prompt").inc(answer.prompt_tokens)
         tokens_total.labels(model_name, version, "completion").inc(answer.completion_tokens)
@@ -198,6 +223,10 @@ def create_app(
             requests_total.labels("feedback", "400").inc()
             return _error(400, "the body is not valid JSON")
         await feedback.send_async(event)
+        answered_by = answers.version_of(event.turn_event_id)
+        if answered_by is not None:
+            feedback_total.labels(model_name, answered_by,
+                                  "true" if event.is_negative else "false").inc()
         requests_total.labels("feedback", "202").inc()
         return JSONResponse({"event_id": str(event.event_id)}, status_code=202)
 

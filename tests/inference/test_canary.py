@@ -1,0 +1,172 @@
+"""Canary on the real stack: a second Triton model takes a share of gateway traffic and is
+promoted or rolled back on the figures the gateway exports."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+
+import httpx
+import pytest
+import tritonclient.grpc as grpcclient
+
+from deploy.local.supervisor import Supervisor
+from deploy.settings import FlywheelSettings
+from inference.canary import GatewayStats, Verdict
+from inference.canary_model import canary_model_name
+from inference.controller import run_canary
+from inference.gateway.server import gateway_in_thread
+from inference.routing import read_routing
+from inference.swap import ALERT_CANARY_ROLLED_BACK, SwapController
+from schemas import Alert
+from streams.topics import CHAT_EVENTS, FEEDBACK_EVENTS, TopicSpec
+from tests.inference.conftest import add_adapter_version
+
+pytestmark = pytest.mark.integration
+
+KEY = {"Authorization": "Bearer flywheel-dev-key"}
+ASK = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 4}
+
+
+@pytest.fixture(scope="module")
+def served(
+    running: Callable[..., Supervisor], settings: FlywheelSettings, tiny_base: Path
+) -> Iterator[SwapController]:
+    """One model for the module (loads cost seconds), version 1 live at first."""
+    running("triton", "kafka")
+    inference = settings.inference.model_copy(update={
+        "device": "cpu", "drain_s": 0.5, "routing_poll_interval_s": 0.1,
+        "canary_share": 0.5, "canary_min_requests": 6, "canary_window_s": 4.0,
+        # Both versions are the same tiny network on a shared CPU: latency is no signal here
+        # (the p99 rule is covered by test_canary_judge).
+        "canary_max_p99_ratio": 100.0, "canary_max_negative_feedback_rate": 0.5,
+    })
+    shared = settings.model_copy(update={"inference": inference})
+    alerts: list[Alert] = []
+    ctl = SwapController(shared, model=f"canary-{uuid.uuid4().hex[:10]}",
+                         alert_sink=alerts.append)
+    ctl.alerts = alerts  # type: ignore[attr-defined]
+    ctl.start(base_model=tiny_base)
+    try:
+        yield ctl
+    finally:
+        with closing(grpcclient.InferenceServerClient(settings.triton.grpc_address)) as c:
+            for name in (ctl.model, canary_model_name(ctl.model)):
+                try:
+                    c.unload_model(name)
+                except Exception:  # noqa: BLE001 - the canary may not be loaded
+                    pass
+        for name in (ctl.model, canary_model_name(ctl.model)):
+            shutil.rmtree(ctl.repo / name, ignore_errors=True)
+
+
+@pytest.fixture
+def controller(served: SwapController) -> SwapController:
+    served.alerts.clear()  # type: ignore[attr-defined]
+    return served
+
+
+@pytest.fixture
+def gateway(
+    controller: SwapController, topic: Callable[[TopicSpec], str]
+) -> Iterator[str]:
+    with gateway_in_thread(controller.settings, model=controller.model,
+                           chat_topic=topic(CHAT_EVENTS),
+                           feedback_topic=topic(FEEDBACK_EVENTS)) as url:
+        yield url
+
+
+def canary_under_traffic(
+    controller: SwapController, url: str, version: int, *, rate: Callable[[int], str | None]
+) -> tuple[Verdict, Counter[int]]:
+    """Run the canary of `version` while a client asks and rates each answer by version."""
+    result: list[Verdict] = []
+    stats = GatewayStats([f"{url}/metrics"], model=controller.model)
+    runner = threading.Thread(target=lambda: result.append(
+        run_canary(controller, version, stats=stats, poll_s=0.3)))
+    runner.start()
+    answered: Counter[int] = Counter()
+    with httpx.Client(base_url=url, headers=KEY, timeout=30) as http:
+        while runner.is_alive():
+            body = http.post("/v1/chat/completions", json=ASK).json()
+            answered[body["flywheel"]["version"]] += 1
+            kind = rate(body["flywheel"]["version"])
+            if kind is not None:
+                http.post("/v1/feedback", json={
+                    "conversation_id": body["flywheel"]["conversation_id"],
+                    "turn_event_id": body["flywheel"]["turn_event_id"], "kind": kind,
+                }).raise_for_status()
+    runner.join()
+    return result[0], answered
+
+
+def canary_loaded(controller: SwapController) -> bool:
+    with closing(grpcclient.InferenceServerClient(
+            controller.settings.triton.grpc_address)) as c:
+        return bool(c.is_model_ready(canary_model_name(controller.model)))
+
+
+def test_a_canary_with_bad_feedback_is_rolled_back_and_the_live_version_keeps_serving(
+    controller: SwapController, gateway: str, tiny_base: Path, tiny_adapter: Path,
+) -> None:
+    version = add_adapter_version(controller.settings, controller.model, tiny_base,
+                                  tiny_adapter, adapter_id="adapter-disliked")
+
+    verdict, answered = canary_under_traffic(
+        controller, gateway, version,
+        rate=lambda v: "thumbs_down" if v == version else "thumbs_up")
+
+    assert verdict.decision == "rollback" and "negative feedback" in verdict.reason
+    assert answered[1] > 0 and answered[version] > 0
+    routing = read_routing(controller.repo, controller.model)
+    assert routing is not None and (routing.live, routing.canary) == (1, None)
+    assert [a.name for a in controller.alerts] == [ALERT_CANARY_ROLLED_BACK]  # type: ignore[attr-defined]
+    assert not canary_loaded(controller)
+    with httpx.Client(base_url=gateway, headers=KEY, timeout=30) as http:
+        after = {http.post("/v1/chat/completions", json=ASK).json()["flywheel"]["version"]
+                 for _ in range(4)}
+    assert after == {1}
+
+
+def test_a_healthy_canary_is_promoted_after_its_window(
+    controller: SwapController, gateway: str, tiny_base: Path, tiny_adapter: Path,
+) -> None:
+    live = read_routing(controller.repo, controller.model).live  # type: ignore[union-attr]
+    version = add_adapter_version(controller.settings, controller.model, tiny_base,
+                                  tiny_adapter, adapter_id="adapter-liked")
+
+    verdict, answered = canary_under_traffic(controller, gateway, version,
+                                             rate=lambda _v: "thumbs_up")
+
+    assert verdict.decision == "promote", verdict.reason
+    assert answered[live] > 0 and answered[version] > 0
+    routing = read_routing(controller.repo, controller.model)
+    assert routing is not None and (routing.live, routing.previous, routing.canary) == (
+        version, live, None)
+    assert controller.alerts == []  # type: ignore[attr-defined]
+    assert not canary_loaded(controller)
+    with httpx.Client(base_url=gateway, headers=KEY, timeout=30) as http:
+        answer = http.post("/v1/chat/completions", json=ASK).json()
+    assert answer["flywheel"]["version"] == version
+
+
+def test_rollback_by_hand_drops_a_running_canary_and_keeps_the_live_version(
+    controller: SwapController, tiny_base: Path, tiny_adapter: Path,
+) -> None:
+    live = read_routing(controller.repo, controller.model).live  # type: ignore[union-attr]
+    version = add_adapter_version(controller.settings, controller.model, tiny_base,
+                                  tiny_adapter, adapter_id="adapter-by-hand")
+    controller.start_canary(version, share=0.2)
+    assert canary_loaded(controller)
+
+    result = controller.rollback()
+
+    assert (result.previous, result.live) == (version, live)
+    routing = read_routing(controller.repo, controller.model)
+    assert routing is not None and (routing.live, routing.canary) == (live, None)
+    assert not canary_loaded(controller)
