@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -19,12 +21,14 @@ from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings
 from inference.canary import GatewayStats, Verdict
 from inference.canary_model import canary_model_name
-from inference.controller import run_canary
-from inference.gateway.server import gateway_in_thread
+from inference.controller import run_canary, run_controller
+from inference.events import ModelPublishedProducer
+from inference.gateway.server import free_port, gateway_in_thread
+from inference.repository import adapter_sha256, next_version
 from inference.routing import read_routing
 from inference.swap import ALERT_CANARY_ROLLED_BACK, SwapController
-from schemas import Alert
-from streams.topics import CHAT_EVENTS, FEEDBACK_EVENTS, TopicSpec
+from schemas import Alert, DatasetSnapshot, ModelPublished
+from streams.topics import ALERTS, CHAT_EVENTS, FEEDBACK_EVENTS, MODELS_PUBLISHED, TopicSpec
 from tests.inference.conftest import add_adapter_version
 
 pytestmark = pytest.mark.integration
@@ -170,3 +174,57 @@ def test_rollback_by_hand_drops_a_running_canary_and_keeps_the_live_version(
     routing = read_routing(controller.repo, controller.model)
     assert routing is not None and (routing.live, routing.canary) == (live, None)
     assert not canary_loaded(controller)
+
+
+def test_the_controller_runs_a_published_version_as_a_canary_then_promotes_it(
+    controller: SwapController, tiny_base: Path, tiny_adapter: Path,
+    topic: Callable[[TopicSpec], str],
+) -> None:
+    port = free_port()
+    settings = controller.settings.model_copy(update={
+        "inference": controller.settings.inference.model_copy(update={"gateway_port": port})})
+    live = read_routing(controller.repo, controller.model).live  # type: ignore[union-attr]
+    version = next_version(controller.repo, controller.model)
+    published_topic = topic(MODELS_PUBLISHED)
+    stop = threading.Event()
+    runner = threading.Thread(target=run_controller, args=(settings,), kwargs={
+        "stop": stop, "model": controller.model, "topic": published_topic,
+        "alerts_topic": topic(ALERTS)})
+    seen: Counter[int] = Counter()
+    with gateway_in_thread(settings, port=port, model=controller.model,
+                           chat_topic=topic(CHAT_EVENTS),
+                           feedback_topic=topic(FEEDBACK_EVENTS)) as url:
+        runner.start()
+        try:
+            with ModelPublishedProducer(settings.kafka, producer_name="test",
+                                        topic=published_topic) as producer:
+                producer.publish(published(controller.model, version, tiny_base, tiny_adapter,
+                                           previous=live))
+            with httpx.Client(base_url=url, headers=KEY, timeout=30) as http:
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    body = http.post("/v1/chat/completions", json=ASK).json()
+                    seen[body["flywheel"]["version"]] += 1
+                    routing = read_routing(controller.repo, controller.model)
+                    if routing is not None and routing.live == version:
+                        break
+        finally:
+            stop.set()
+            runner.join(60)
+
+    routing = read_routing(controller.repo, controller.model)
+    assert routing is not None and (routing.live, routing.canary) == (version, None)
+    assert seen[live] > 0 and seen[version] > 0  # the canary answered its share first
+    assert not canary_loaded(controller)
+
+
+def published(model: str, version: int, base: Path, adapter: Path, *, previous: int
+              ) -> ModelPublished:
+    return ModelPublished(
+        model=model, version=version, adapter_id=f"adapter-v{version}", base_model=str(base),
+        adapter_uri=str(adapter), adapter_sha256=adapter_sha256(adapter),
+        previous_version=previous,
+        dataset=DatasetSnapshot(window_start=datetime(2026, 1, 1, tzinfo=UTC),
+                                window_end=datetime(2026, 1, 2, tzinfo=UTC), query="select 1",
+                                train_rows=1, validation_rows=1, content_sha256="0" * 64),
+    )
