@@ -22,6 +22,9 @@ from schemas.base import (
 
 MetadataValue = str | int | float | bool | None
 
+# Built once: `json.dumps` with options builds a new encoder on every call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
 
 class Role(StrEnum):
     """Who spoke a turn."""
@@ -80,7 +83,9 @@ class ChatEvent(Contract):
     @field_validator("metadata")
     @classmethod
     def _metadata_fits(cls, value: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
-        size_bytes = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        if not value:
+            return value  # most events carry none; `{}` is 2 bytes
+        size_bytes = len(_COMPACT_JSON.encode(value).encode())
         if size_bytes > MAX_METADATA_BYTES:
             raise ValueError(
                 f"is {size_bytes} bytes as JSON, over the {MAX_METADATA_BYTES}-byte cap; "

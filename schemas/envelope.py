@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -91,20 +92,34 @@ def _envelope_head(kind: str, producer: str) -> bytes:
     ).encode()
 
 
+#: (Unix second, its `YYYY-MM-DDTHH:MM:SS` in UTC): one formatting per second, not per event.
+_second: tuple[int, bytes] = (-1, b"")
+
+
+def _produced_at() -> bytes:
+    """Now in UTC as pydantic writes it: `...T10:00:00.123456Z`, or `...T10:00:00Z`."""
+    global _second
+    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    cached, prefix = _second
+    if seconds != cached:
+        prefix = datetime.fromtimestamp(seconds, UTC).isoformat()[:19].encode()
+        _second = (seconds, prefix)
+    return b"%s.%06dZ" % (prefix, micros) if micros else prefix + b"Z"
+
+
 def encode(event: Contract, *, producer: str) -> bytes:
     """Serialise an event in its envelope at the current schema version.
 
     The bytes equal `Envelope(...).model_dump_json()`, assembled directly because this is
-    the producers' hot path (a quarter of the cost).
+    the producers' hot path.
 
     Raises:
         UnknownSchemaError: the event is not of an event contract.
         SchemaValidationError: `producer` is not a valid identifier.
     """
     head = _envelope_head(kind_of(type(event)), producer)
-    produced_at = datetime.now(UTC).isoformat().replace("+00:00", "Z").encode()
     payload = type(event).__pydantic_serializer__.to_json(event)
-    return b"".join((head, produced_at, b'","payload":', payload, b"}"))
+    return b"".join((head, _produced_at(), b'","payload":', payload, b"}"))
 
 
 def decode(data: bytes | str, *, expect: type[EventT] | None = None) -> Envelope[EventT]:

@@ -116,6 +116,25 @@ def test_fast_encoding_equals_the_envelope_model_serialisation() -> None:
     assert fast == slow
 
 
+@pytest.mark.parametrize(
+    "now_ns", [1_795_682_088_000_000_000, 1_795_682_088_000_001_999, 1_795_682_088_999_999_000],
+    ids=["whole second", "one microsecond", "last microsecond"],
+)
+def test_fast_encoding_is_byte_for_byte_the_envelope_model_json(
+    monkeypatch: pytest.MonkeyPatch, now_ns: int
+) -> None:
+    from datetime import UTC, datetime
+
+    from schemas.envelope import Envelope
+
+    monkeypatch.setattr("schemas.envelope.time.time_ns", lambda: now_ns)
+    stored = decode((FIXTURES / "chat_event" / "v1.json").read_bytes())
+    produced_at = datetime.fromtimestamp(now_ns // 1000 / 1e6, UTC)
+    slow = Envelope[ChatEvent](kind="chat_event", schema_version=1, producer="svc-1",
+                               produced_at=produced_at, payload=stored.payload)
+    assert encode(stored.payload, producer="svc-1") == slow.model_dump_json().encode()
+
+
 def test_an_invalid_producer_name_is_refused() -> None:
     stored = decode((FIXTURES / "chat_event" / "v1.json").read_bytes())
     with pytest.raises(SchemaValidationError, match="producer"):
