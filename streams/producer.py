@@ -11,6 +11,12 @@ Behind it is one idempotent confluent-kafka producer (`acks=all`, no duplicates 
 that batches and compresses. When the local queue is full, `send` waits for room instead
 of dropping; every delivery is reported, and a failed one raises `DeliveryError` from the
 call that waits for it (`send_and_wait`, `send_async`, `flush` or `close`).
+
+Delivery reports are served by the thread that calls `send` (right after it queued its
+event, as a plain confluent-kafka loop does) and, while nobody sends, by a background
+thread. Served only by the background thread, they cost a GIL hand-off between the two
+threads per event, the largest part of the SDK's overhead over a plain loop (BENCHMARKS.md,
+"Producer SDK and HTTP ingest").
 """
 
 from __future__ import annotations
@@ -41,6 +47,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 _LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
 
+#: How long the background thread stands back after seeing a `send`: the sending thread
+#: serves delivery reports itself meanwhile. Bounds the extra delay of a report for an
+#: event queued just before the sending stopped.
+_STAND_BACK_S = 0.01
+
 EventT = TypeVar("EventT", bound=Contract)
 
 
@@ -61,6 +72,13 @@ class DeliveryReport:
 
 
 DeliveryCallback = Callable[[DeliveryReport], None]
+
+
+class _ThreadState(threading.local):
+    in_callback = False
+    """True while this thread runs a caller's `on_delivery`: librdkafka must not be
+    polled again from inside a delivery callback (confluent-kafka keeps one call state
+    per thread; a nested poll would clear the outer one)."""
 
 
 class EventProducer(Generic[EventT]):
@@ -88,6 +106,11 @@ class EventProducer(Generic[EventT]):
         self._failures: list[DeliveryReport] = []
         self._failures_lock = threading.Lock()
         self._closed = False
+        self._thread = _ThreadState()
+        # Counts `send` calls; the background thread stands back while it keeps changing.
+        self._sends = 0
+        # One bound method for every event, not one per `send`.
+        self._on_report = self._record_failure
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -125,10 +148,19 @@ class EventProducer(Generic[EventT]):
         return config
 
     def _poll_loop(self) -> None:
-        # Serves delivery callbacks in the background so `send` never has to.
+        # Serves delivery reports while nobody calls `send`, e.g. for `send_and_wait`,
+        # `send_async` and the last events before a pause. While `send` keeps being called,
+        # its thread serves them and this one only sleeps: two threads polling would hand
+        # the GIL back and forth once per report.
         producer = self._producer
         assert producer is not None
+        seen = -1
         while not self._closing.is_set():
+            sends = self._sends
+            if sends != seen:
+                seen = sends
+                self._closing.wait(_STAND_BACK_S)
+                continue
             producer.poll(0.1)
 
     def flush(self, timeout_s: float | None = None) -> None:
@@ -156,10 +188,12 @@ class EventProducer(Generic[EventT]):
         """
         if self._closed:
             return
+        # Stop the background thread first: `flush` serves the remaining reports itself,
+        # and the thread then ends during the flush instead of after it.
+        self._closing.set()
         try:
             self.flush(timeout_s)
         finally:
-            self._closing.set()
             if self._poller is not None:
                 self._poller.join()
             self._closed = True
@@ -188,13 +222,24 @@ class EventProducer(Generic[EventT]):
     def send(self, event: EventT, *, on_delivery: DeliveryCallback | None = None) -> None:
         """Queue one event; waits while the local queue is full, never drops it.
 
-        `on_delivery` is called from a background thread once the broker answered. Without
-        it, a failed delivery is raised by the next `flush` or `close`.
+        `on_delivery` is called once the broker answered, from a background thread or from
+        inside a later `send`, `flush` or `close` of this producer (it must not call
+        `flush` or `close` itself). An exception it raises is logged, not propagated.
+        Without it, a failed delivery is raised by the next `flush` or `close`.
 
         Raises:
             TypeError: the event is not of this producer's type.
             EnqueueTimeoutError: the queue stayed full for `kafka.producer.enqueue_timeout_s`.
         """
+        self._enqueue(event, on_delivery)
+        self._sends += 1
+        producer = self._producer
+        if producer is not None and not self._thread.in_callback:
+            # Serve the reports that arrived meanwhile here, without blocking: cheaper than
+            # waking the background thread for each (see `_poll_loop`).
+            producer.poll(0)
+
+    def _enqueue(self, event: EventT, on_delivery: DeliveryCallback | None) -> None:
         if not isinstance(event, self.event_type):
             raise TypeError(
                 f"{type(self).__name__} sends {self.event_type.__name__}, "
@@ -204,12 +249,21 @@ class EventProducer(Generic[EventT]):
         key = self.key_of(event)
         if on_delivery is None:
             # The hot path: one shared callback, no per-event closure.
-            self._produce(key, value, self._record_failure)
+            self._produce(key, value, self._on_report)
             return
         event_id: UUID | None = getattr(event, "event_id", None)
+        thread = self._thread
 
         def delivered(error: KafkaError | None, message: Message) -> None:
-            on_delivery(self._report(event_id, error, message))
+            thread.in_callback = True
+            try:
+                on_delivery(self._report(event_id, error, message))
+            except Exception:
+                # Raised from here, it would surface from an unrelated `send` or `flush`,
+                # or end the background thread.
+                logger.exception("on_delivery for event %s raised; ignored", event_id)
+            finally:
+                thread.in_callback = False
 
         self._produce(key, value, delivered)
 
@@ -257,7 +311,10 @@ class EventProducer(Generic[EventT]):
                         "unreachable. Raise kafka.producer.queue_max_messages or "
                         "kafka.producer.enqueue_timeout_s, or check `flywheel stack status`"
                     ) from None
-                time.sleep(0.01)
+                if self._thread.in_callback:
+                    time.sleep(0.01)
+                else:
+                    producer.poll(0.01)  # delivery reports free room in the queue
             except KafkaException as e:
                 raise DeliveryError(f"could not queue an event for {self._topic}: {e}",
                                     reports=[]) from e
@@ -275,7 +332,8 @@ class EventProducer(Generic[EventT]):
             result.append(report)
             done.set()
 
-        self.send(event, on_delivery=on_delivery)
+        # Not `send`: the background thread must serve this report at once, not stand back.
+        self._enqueue(event, on_delivery)
         limit_s = timeout_s or self._settings.producer.delivery_timeout_ms / 1000 + 5
         if not done.wait(limit_s):
             raise DeliveryError(
@@ -295,8 +353,9 @@ class EventProducer(Generic[EventT]):
         def on_delivery(report: DeliveryReport) -> None:
             loop.call_soon_threadsafe(_resolve, future, report)
 
-        # `send` may block on backpressure: keep it off the event loop.
-        await asyncio.to_thread(self.send, event, on_delivery=on_delivery)
+        # Queuing may block on backpressure: keep it off the event loop. Not `send`: the
+        # background thread must serve this report at once, not stand back.
+        await asyncio.to_thread(self._enqueue, event, on_delivery)
         return _checked(await future)
 
     def _raise_failures(self) -> None:

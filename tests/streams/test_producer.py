@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 from uuid import uuid4
@@ -13,7 +14,7 @@ from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings, ProducerSettings
 from schemas import ChatEvent, FeedbackEvent, Role, decode
 from streams.errors import DeliveryError, ProducerClosedError
-from streams.producer import ChatEventProducer, FeedbackProducer
+from streams.producer import ChatEventProducer, DeliveryReport, FeedbackProducer
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +86,54 @@ def test_send_async_works_from_asyncio_code(settings: FlywheelSettings, kafka_to
 
     offsets = asyncio.run(main())
     assert len(offsets) == 20 and all(o >= 0 for o in offsets)
+
+
+def test_send_and_wait_right_after_a_burst_of_sends_gets_its_report(
+    settings: FlywheelSettings, kafka_topic: str
+) -> None:
+    with ChatEventProducer(settings.kafka, producer_name="test", topic=kafka_topic) as producer:
+        for event in chat_events(200):
+            producer.send(event)
+        report = producer.send_and_wait(chat_events(1)[0], timeout_s=30)
+    assert report.ok and report.offset >= 0
+
+
+def test_an_on_delivery_callback_may_send_the_next_event(
+    settings: FlywheelSettings, kafka_topic: str, consume: Callable[..., list[Any]]
+) -> None:
+    chained, burst = chat_events(30), chat_events(300)
+    pending = list(chained)
+    with ChatEventProducer(settings.kafka, producer_name="test", topic=kafka_topic) as producer:
+
+        def send_next(report: DeliveryReport) -> None:
+            assert report.ok
+            if pending:
+                producer.send(pending.pop(), on_delivery=send_next)
+
+        producer.send(pending.pop(), on_delivery=send_next)
+        for event in burst:  # this thread serves the chain's reports while it sends
+            producer.send(event)
+        deadline = time.monotonic() + 30
+        while pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+    received = {decode(m.value()).payload.event_id
+                for m in consume(kafka_topic, len(chained) + len(burst))}
+    assert received == {e.event_id for e in chained + burst}
+
+
+def test_an_on_delivery_callback_that_raises_is_logged_and_sending_goes_on(
+    settings: FlywheelSettings, kafka_topic: str, consume: Callable[..., list[Any]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(report: DeliveryReport) -> None:
+        raise RuntimeError("a bug in the caller's callback")
+
+    sent = chat_events(100)
+    with ChatEventProducer(settings.kafka, producer_name="test", topic=kafka_topic) as producer:
+        for event in sent:
+            producer.send(event, on_delivery=broken)
+    assert len(consume(kafka_topic, len(sent))) == len(sent)
+    assert "on_delivery for event" in caplog.text
 
 
 def test_a_full_local_queue_makes_send_wait_and_nothing_is_dropped(
