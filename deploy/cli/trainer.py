@@ -75,8 +75,11 @@ def _parse(moment: str) -> datetime:
 @trainer_app.command("run")
 def run(
     ctx: typer.Context,
-    start: Annotated[str | None, typer.Option(help="Window start (ISO 8601, UTC).")] = None,
-    end: Annotated[str | None, typer.Option(help="Window end, exclusive.")] = None,
+    # --window-start/--window-end: torchrun's parser would take --start for --start-method.
+    start: Annotated[str | None, typer.Option(
+        "--start", "--window-start", help="Window start (ISO 8601, UTC).")] = None,
+    end: Annotated[str | None, typer.Option(
+        "--end", "--window-end", help="Window end, exclusive.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Evaluate, never publish.")]
     = False,
     nproc: Annotated[int, typer.Option(
@@ -126,7 +129,7 @@ def _spawn_torchrun(settings: FlywheelSettings, nproc: int, bounds: tuple[dateti
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={nproc}", "-m", "deploy.cli", "trainer", "run",
-               "--start", bounds[0].isoformat(), "--end", bounds[1].isoformat()]
+               "--window-start", bounds[0].isoformat(), "--window-end", bounds[1].isoformat()]
     if dry_run:
         command.append("--dry-run")
     console.print(f"starting {nproc} training processes: {' '.join(command[2:])}")
@@ -169,6 +172,7 @@ def _render(report: RunReport) -> None:
     console.print(f"{report.window.snapshot.train_rows} train / "
                   f"{report.window.snapshot.validation_rows} validation rows; {t.steps} steps "
                   f"(best {t.best_step}), {t.tokens_per_s:,.0f} tokens/s"
+                  + (f" on {t.world_size} processes" if t.world_size > 1 else "")
                   + (f", resumed from step {t.resumed_from_step}" if t.resumed_from_step else ""))
     if report.published:
         console.print(f"[green]published version {report.published.version}[/]: "

@@ -1,4 +1,5 @@
-"""Two training processes on the gloo backend: same adapter on both ranks, written once."""
+"""Two training processes on the gloo backend: same adapter on both ranks, written once;
+`flywheel trainer run --nproc 2` end to end against the real ClickHouse."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from deploy.settings import FlywheelSettings
 from trainer.distributed import SINGLE, launched_by_torchrun, process_group
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,3 +60,36 @@ def test_two_gloo_processes_train_one_adapter_and_rank_0_writes_it_once(
     weights = load_file(str(adapter / "adapter_model.safetensors"))
     assert weights and all("lora_" in name for name in weights)
     assert (adapter / "adapter_config.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_trainer_run_with_nproc_2_trains_in_two_processes_and_rank_0_alone_records(
+    warehouse: Any, trainer_settings: FlywheelSettings,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from deploy.settings import SETTINGS_ENV, settings_to_json
+    from tests.trainer.synthetic import TURN_COLUMNS, billing_pairs, turn_rows
+
+    start = datetime(2036, 2, 1, 9, tzinfo=UTC)
+    db = trainer_settings.clickhouse.database
+    rows, _ = turn_rows(billing_pairs(80, seed=11), start=start, topic="billing")
+    warehouse.insert(f"{db}.chat_turns", rows, column_names=TURN_COLUMNS)
+    settings = trainer_settings.model_copy(update={"trainer": trainer_settings.trainer.model_copy(
+        update={"device": "cpu", "max_steps": 4, "eval_every_steps": 2, "batch_size": 4})})
+    env = {**os.environ, SETTINGS_ENV: settings_to_json(settings), "OMP_NUM_THREADS": "1",
+           "COLUMNS": "200"}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "trainer", "run", "--nproc", "2", "--dry-run",
+         "--start", start.isoformat(), "--end", (start + timedelta(hours=1)).isoformat()],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "starting 2 training processes" in done.stdout
+    assert "tokens/s on 2 processes" in done.stdout
+    assert done.stdout.count("not published") == 1  # rank 0 renders, the dry run never publishes
+    evaluations = warehouse.query(f"SELECT count() FROM {db}.evaluations").result_rows[0][0]
+    assert evaluations == 1
