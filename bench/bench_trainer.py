@@ -1,6 +1,7 @@
 """Trainer benchmarks: our packed LoRA loop against HF Trainer + peft, and data-to-model latency.
 
     .venv/bin/python -m bench.bench_trainer [--runs 3] [--steps 40] [--quick-base] [--no-latency]
+        [--replay-compare SHARE] [--port-offset N]
 
 Throughput: the same base model, the same chatterbot-corpus pairs, the same maximum sequence
 length, the same batch size (rows per step) and the same LoRA config, in the same process,
@@ -9,9 +10,11 @@ over the training steps. HF Trainer gets the usual per-example padding to the lo
 the batch (DataCollator style); our loop packs examples into full rows.
 
 Latency: a one-hour window of chat turns is written to the embedded ClickHouse of a
-private local stack (ports +23000), then the clock runs from the window's close
+private local stack (ports +23000, `--port-offset`), then the clock runs from the window's close
 (`run_window` called) to the adapter published (repository version written, row
-recorded, ModelPublished acknowledged by Kafka).
+recorded, ModelPublished acknowledged by Kafka), on the default trainer and gate settings.
+With `--replay-compare SHARE` each run also trains a window with that `replay_share`, to
+show what replay does to forgetting and to the gate's verdict.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ from bench.report import median, write_section
 from deploy.settings import FlywheelSettings, TrainerSettings
 
 PORT_OFFSET = 23000
+WINDOW_PAIRS = 240
 SEQ = 128
 BATCH = 8
 
@@ -104,26 +109,41 @@ def throughput(base: Path, *, runs: int, steps: int) -> tuple[list[float], list[
     return ours_tps, hf_tps
 
 
-def latency(base: Path, *, runs: int) -> list[float]:
+@dataclass(frozen=True)
+class LatencyRun:
+    """One window, closed -> gate verdict (and adapter published when it passed)."""
+
+    replay_share: float
+    seconds: float
+    published: bool
+    new_ratio: float
+    """Candidate / served perplexity on the window's validation split."""
+    regression_ratio: float
+    """Candidate / served perplexity on the regression set (the gate allows 1 + tolerance)."""
+
+
+def latency(base: Path, *, runs: int, replay_shares: tuple[float, ...],
+            port_offset: int = PORT_OFFSET) -> list[LatencyRun]:
+    """`runs` windows per replay share, on the default trainer and gate settings."""
     from deploy.clickhouse.client import get_client
     from deploy.local.stack import build_stack
     from deploy.warehouse import migrate
     from streams.topics import ensure_topics
-    from trainer.corpus import load_pairs
+    from tests.trainer.synthetic import billing_pairs
+    from trainer.corpus import Pair
     from trainer.pipeline import run_window
 
-    seconds = []
+    out: list[LatencyRun] = []
     with tempfile.TemporaryDirectory() as state:
         d = FlywheelSettings()
         settings = FlywheelSettings(
             state_dir=Path(state),
-            kafka=d.kafka.model_copy(update={"port": d.kafka.port + PORT_OFFSET,
+            kafka=d.kafka.model_copy(update={"port": d.kafka.port + port_offset,
                                              "controller_port": d.kafka.controller_port
-                                             + PORT_OFFSET}),
-            clickhouse=d.clickhouse.model_copy(update={"port": d.clickhouse.port + PORT_OFFSET}),
+                                             + port_offset}),
+            clickhouse=d.clickhouse.model_copy(update={"port": d.clickhouse.port + port_offset}),
             model=d.model.model_copy(update={"base_model_path": base}),
-            trainer=TrainerSettings(max_steps=60, eval_every_steps=20, eval_generations=8,
-                                    regression_tolerance=1.0),
+            trainer=TrainerSettings(max_steps=60, eval_every_steps=20, eval_generations=8),
         )
         stack = build_stack(settings)
         try:
@@ -132,31 +152,67 @@ def latency(base: Path, *, runs: int) -> list[float]:
             admin = get_client(settings, database="default")
             migrate(admin, settings)
             client = get_client(settings)
-            pairs = [p for p in load_pairs() if p.topic in ("computers", "tech_support")]
+            hour = 0
             for run in range(runs):
-                start = datetime(2034, 1, 1, tzinfo=UTC) + timedelta(hours=run)
-                rows = []
-                for i, p in enumerate(pairs):
-                    ts = start + timedelta(seconds=i)
-                    rows.append([_uuid(), f"r{run}c{i // 2}", 2 * (i % 2), "user", p.prompt,
-                                 p.topic, ts, "acme"])
-                    rows.append([_uuid(), f"r{run}c{i // 2}", 2 * (i % 2) + 1, "assistant",
-                                 p.response, p.topic, ts, "acme"])
-                client.insert(f"{settings.clickhouse.database}.chat_turns", rows,
-                              column_names=["event_id", "conversation_id", "turn_index", "role",
-                                            "text", "topic", "ts", "tenant"])
-                started = time.perf_counter()
-                report = run_window(client, settings, start, start + timedelta(hours=1))
-                seconds.append(time.perf_counter() - started)
-                outcome = (f"published v{report.published.version}" if report.published
-                           else "rejected")
-                print(f"latency run {run + 1}: {seconds[-1]:.1f} s, {outcome} "
-                      f"({report.verdict.reason}); phases {report.timings_s}")
+                # Alternate the order so neither share always runs first.
+                shares = replay_shares if run % 2 == 0 else tuple(reversed(replay_shares))
+                for share in shares:
+                    start = datetime(2034, 1, 1, tzinfo=UTC) + timedelta(hours=hour)
+                    hour += 1
+                    # A topic the base never saw (templated billing questions): the shift a
+                    # window brings when users start asking about something new.
+                    pairs = [Pair("billing", prompt, answer)
+                             for prompt, answer in billing_pairs(WINDOW_PAIRS, seed=hour)]
+                    _write_window(client, settings, pairs, start=start, tag=f"h{hour}")
+                    tuned = settings.model_copy(update={"trainer": settings.trainer.model_copy(
+                        update={"replay_share": share})})
+                    started = time.perf_counter()
+                    report = run_window(client, tuned, start, start + timedelta(hours=1))
+                    seconds = time.perf_counter() - started
+                    out.append(LatencyRun(
+                        share, seconds, report.published is not None,
+                        report.candidate.perplexity_new / report.served.perplexity_new,
+                        report.candidate.perplexity_regression
+                        / report.served.perplexity_regression))
+                    outcome = (f"published v{report.published.version}" if report.published
+                               else "rejected")
+                    print(f"latency run {run + 1}, replay {share:g}: {seconds:.1f} s, "
+                          f"{outcome} ({report.verdict.reason}); phases {report.timings_s}")
             client.close()
             admin.close()
         finally:
             stack.down()
-    return seconds
+    return out
+
+
+def _write_window(client: Any, settings: FlywheelSettings, pairs: list[Any], *,
+                  start: datetime, tag: str) -> None:
+    rows = []
+    for i, p in enumerate(pairs):
+        ts = start + timedelta(seconds=i)
+        rows.append([_uuid(), f"{tag}c{i // 2}", 2 * (i % 2), "user", p.prompt, p.topic, ts,
+                     "acme"])
+        rows.append([_uuid(), f"{tag}c{i // 2}", 2 * (i % 2) + 1, "assistant", p.response,
+                     p.topic, ts, "acme"])
+    client.insert(f"{settings.clickhouse.database}.chat_turns", rows,
+                  column_names=["event_id", "conversation_id", "turn_index", "role", "text",
+                                "topic", "ts", "tenant"])
+
+
+def replay_table(results: list[LatencyRun], *, tolerance: float) -> list[str]:
+    """Markdown rows: per replay share, how often the gate published and the median ratios."""
+    lines = ["| replay_share | published | new-data perplexity, candidate/served (median) | "
+             f"regression perplexity, candidate/served (median; gate allows {1 + tolerance:.2f})"
+             " | latency s (median) |", "|---|---|---|---|---|"]
+    for share in sorted({r.replay_share for r in results}, reverse=True):
+        rs = [r for r in results if r.replay_share == share]
+        lines.append(
+            f"| {share:g} | {sum(r.published for r in rs)}/{len(rs)} | "
+            f"{median([r.new_ratio for r in rs]):.3f} | "
+            f"{median([r.regression_ratio for r in rs]):.3f} "
+            f"({', '.join(f'{r.regression_ratio:.3f}' for r in rs)}) | "
+            f"{median([r.seconds for r in rs]):.1f} |")
+    return lines
 
 
 def _uuid() -> Any:
@@ -175,6 +231,10 @@ def main() -> None:
     parser.add_argument("--quick-base", action="store_true",
                         help="Use the --quick base (built here) instead of the default one.")
     parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument("--port-offset", type=int, default=PORT_OFFSET,
+                        help="Added to the private stack's default ports (latency runs).")
+    parser.add_argument("--replay-compare", type=float, default=None, metavar="SHARE",
+                        help="Also train each latency window with trainer.replay_share SHARE.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = FlywheelSettings()
@@ -189,7 +249,10 @@ def main() -> None:
     ours_tps, hf_tps = throughput(base, runs=args.runs, steps=args.steps)
     lines = [
         f"Command: `.venv/bin/python -m bench.bench_trainer --runs {args.runs} "
-        f"--steps {args.steps}{' --quick-base' if args.quick_base else ''}`; base "
+        f"--steps {args.steps}{' --quick-base' if args.quick_base else ''}"
+        f"{f' --replay-compare {args.replay_compare:g}' if args.replay_compare is not None else ''}"
+        f"{f' --port-offset {args.port_offset}' if args.port_offset != PORT_OFFSET else ''}"
+        f"{' --no-latency' if args.no_latency else ''}`; base "
         f"`{base.name}`, LoRA r=8 (peft default targets), sequence {SEQ}, batch {BATCH} rows, "
         f"{args.steps} steps, {args.threads} torch threads, chatterbot-corpus English pairs.",
         "",
@@ -202,10 +265,25 @@ def main() -> None:
         f"Speed-up: {median(ours_tps) / median(hf_tps):.2f}x (tokens/s counts real tokens only).",
     ]
     if not args.no_latency:
-        seconds = latency(base, runs=args.runs)
-        lines += ["", f"Data-to-model latency (window closed -> adapter published, embedded "
-                      f"ClickHouse and Kafka, 60 steps max): median {median(seconds):.1f} s "
-                      f"(runs: {', '.join(f'{s:.1f}' for s in seconds)})."]
+        default_share = TrainerSettings().replay_share
+        shares = ((default_share, args.replay_compare) if args.replay_compare is not None
+                  else (default_share,))
+        results = latency(base, runs=args.runs, replay_shares=shares,
+                          port_offset=args.port_offset)
+        headline = [r.seconds for r in results if r.replay_share == default_share]
+        published = [r for r in results if r.replay_share == default_share and r.published]
+        lines += ["", f"Data-to-model latency ({len(headline)} one-hour windows of a topic the "
+                      "base never saw, each from its close to the gate's verdict and, when it "
+                      "passes, the adapter published; embedded ClickHouse and Kafka, default "
+                      "trainer and gate settings, 60 steps max): median "
+                      f"{median(headline):.1f} s (runs: "
+                      f"{', '.join(f'{s:.1f}' for s in headline)}); "
+                      f"{len(published)}/{len(headline)} published."]
+        if args.replay_compare is not None:
+            lines += ["", "Replay against forgetting (same windows, same stack, alternating "
+                          "order; `trainer.replay_share` of the training mix drawn from the "
+                          "base's corpus, never from the regression set):", "",
+                      *replay_table(results, tolerance=TrainerSettings().regression_tolerance)]
     write_section("Trainer", "\n".join(lines))
     print("\n".join(lines))
 

@@ -21,10 +21,15 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def write_section(title: str, body: str, *, path: Path = BENCHMARKS) -> None:
-    """Replace (or append) the `## title` section of BENCHMARKS.md with `body`."""
+def write_section(title: str, body: str, *, path: Path = BENCHMARKS,
+                  measured_on: str | None = None) -> None:
+    """Replace (or append) the `## title` section of BENCHMARKS.md with `body`.
+
+    `measured_on` names the machine when it is not this one (a GPU machine, say).
+    """
     stamp = datetime.now(UTC).strftime("%Y-%m-%d")
-    section = f"## {title}\n\n_Measured {stamp} on {machine()}._\n\n{body.strip()}\n"
+    section = (f"## {title}\n\n_Measured {stamp} on {measured_on or machine()}._\n\n"
+               f"{body.strip()}\n")
     text = path.read_text() if path.exists() else "# Benchmarks\n\n"
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(text):

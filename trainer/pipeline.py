@@ -84,6 +84,7 @@ def run_window(
     from trainer.evaluate import eval_data
     from trainer.model import choose_device, load_tokenizer
     from trainer.packing import TextExample, pack_examples
+    from trainer.replay import with_replay
     from trainer.search import train_with_search
     from trainer.window import read_window
 
@@ -102,6 +103,7 @@ def run_window(
     train_examples = [e.text_example() for e in window.train]
     if shuffle_targets:
         train_examples = sabotage(train_examples, seed=trainer.seed)
+    train_examples = with_replay(train_examples, share=trainer.replay_share, seed=trainer.seed)
     seq = trainer.sequence_length_tokens
     train = pack_examples(tokenizer, train_examples, sequence_length_tokens=seq)
     validation = [e.text_example() for e in window.validation]

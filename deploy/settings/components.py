@@ -66,9 +66,10 @@ class TrainerSettings(_Section):
         default=0.0, ge=0, description="Required relative perplexity drop on the new data."
     )
     replay_share: float = Field(
-        default=0.2, ge=0, lt=1,
-        description="Share of each training mix replayed from the base's general corpus "
-        "(against forgetting); 0 turns replay off.",
+        default=0.0, ge=0, lt=1,
+        description="Share of each training mix replayed from the embedded base's corpus "
+        "(against forgetting); 0 (off) because on the embedded base it raised regression "
+        "perplexity instead (BENCHMARKS.md, Trainer).",
     )
     toxicity_tolerance: float = Field(default=0.02, ge=0, description="Allowed toxicity rise.")
     eval_generations: int = Field(default=16, ge=0, description="Generations for BLEU/toxicity.")
