@@ -46,7 +46,7 @@ class Completion:
 def build_inputs(module: Any, prompt: str, options: GenerationOptions) -> list[Any]:
     """Triton inputs for one request (batch of 1), for `tritonclient.grpc` or `.http`."""
 
-    def tensor(name: str, value: np.ndarray, dtype: str) -> Any:
+    def tensor(name: str, value: np.ndarray[Any, Any], dtype: str) -> Any:
         item = module.InferInput(name, list(value.shape), dtype)
         item.set_data_from_numpy(value)
         return item

@@ -199,12 +199,13 @@ def run_controller(
             message = consumer.poll(poll_s)
             if message is None:
                 continue
-            if message.error():
-                if message.error().code() != KafkaError._PARTITION_EOF:
-                    logger.warning("Kafka error on %s: %s", topic, message.error())
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    logger.warning("Kafka error on %s: %s", topic, error)
                 continue
             try:
-                event = decode(message.value(), expect=ModelPublished).payload
+                event = decode(message.value() or b"", expect=ModelPublished).payload
             except FlywheelError as e:
                 logger.error("skipping a bad record at %s offset %s: %s", topic,
                              message.offset(), e)

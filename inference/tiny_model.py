@@ -36,16 +36,16 @@ def build_tiny_base(
     torch.manual_seed(seed)
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(_SENTENCES * 4, vocab_size=vocab_size, special_tokens=[EOS_TOKEN])
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=bpe, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN,
         unk_token=EOS_TOKEN, pad_token=EOS_TOKEN, model_max_length=context_tokens,
     )
-    eos_id = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
+    eos_id = int(tokenizer.convert_tokens_to_ids(EOS_TOKEN))  # type: ignore[arg-type]
     config = GPT2Config(
         vocab_size=len(tokenizer), n_positions=context_tokens, n_embd=width, n_layer=layers,
         n_head=2, bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=eos_id,
     )
-    model = GPT2LMHeadModel(config)
+    model = GPT2LMHeadModel(config)  # type: ignore[no-untyped-call]
     # Keep eos unlikely so a random model produces full-length answers (stable timings).
     with torch.no_grad():
         model.lm_head.weight[eos_id].zero_()
@@ -71,5 +71,5 @@ def build_tiny_adapter(base: Path, path: Path, *, rank: int = 4, seed: int = 1) 
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
                 param.normal_(std=0.5)
-    peft_model.save_pretrained(path)
+    peft_model.save_pretrained(str(path))
     return path

@@ -41,6 +41,7 @@ from inference.gateway.prompt import render_prompt
 from inference.gateway.text import clean_answer
 from inference.routing import RoutingWatcher
 from schemas import ChatEvent, FeedbackEvent
+from schemas.chat import Role
 from streams.producer import ChatEventProducer, DeliveryReport, FeedbackProducer
 
 logger = logging.getLogger(__name__)
@@ -184,10 +185,10 @@ def create_app(
             return _error(500, str(e), kind="server_error")
         conversation_id = body.conversation_id or uuid.uuid4().hex
         turn = len(body.messages) - 1
-        user_event = ChatEvent(conversation_id=conversation_id, turn_index=turn, role="user",
+        user_event = ChatEvent(conversation_id=conversation_id, turn_index=turn, role=Role.USER,
                                text=body.messages[-1].content, tenant=options.tenant)
         answer_event = ChatEvent(
-            conversation_id=conversation_id, turn_index=turn + 1, role="assistant",
+            conversation_id=conversation_id, turn_index=turn + 1, role=Role.ASSISTANT,
             text=answer.text, model=model_name, model_version=answer.adapter_id,
             latency_ms=answer.latency_ms, prompt_tokens=answer.prompt_tokens,
             completion_tokens=answer.completion_tokens, tenant=options.tenant,

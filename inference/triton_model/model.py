@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import triton_python_backend_utils as pb_utils  # type: ignore[import-not-found]
+import triton_python_backend_utils as pb_utils
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +99,9 @@ class TritonPythonModel:
             model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
         self.model = model.to(device).eval()
         cfg = self.model.config
-        self.context_tokens = int(
-            getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", 1024)
-        )
+        context: Any = getattr(cfg, "n_positions", None) or getattr(
+            cfg, "max_position_embeddings", 1024)
+        self.context_tokens = int(context)
         self.eos_id = self.tokenizer.eos_token_id
         # Warm-up before Triton marks this version ready and moves traffic to it: real
         # generations (greedy and sampled) must succeed, or the load fails.
@@ -195,7 +195,7 @@ class TritonPythonModel:
             if self.eos_id in new:
                 new = new[: new.index(self.eos_id)]
                 reason = "stop"
-            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            text = str(self.tokenizer.decode(new, skip_special_tokens=True))
             for s in (stops[row] if stops else []):
                 cut = text.find(s)
                 if cut >= 0:
