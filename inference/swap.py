@@ -115,10 +115,12 @@ class SwapController:
         )
         with self._lock():
             routing = read_routing(self.repo, self.model) or Routing()
-            if routing.canary is not None:  # a canary is not resumed after a restart
+            dropped = routing.canary
+            if dropped is not None:  # a canary is not resumed after a restart
                 logger.warning("%s: dropping canary version %s left by the last run",
-                               self.model, routing.canary)
+                               self.model, dropped)
                 self._unload(canary_model_name(self.model))
+                self._record(lambda: self.serving_status.mark(dropped, ROLLED_BACK))
             routing = replace(routing, canary=None, canary_share=0.0)
             # Rewriting an unchanged config would make Triton reload the live version.
             if loaded_versions_in_config(self.repo, self.model) != [routing.live]:

@@ -228,3 +228,18 @@ def published(model: str, version: int, base: Path, adapter: Path, *, previous: 
                                 window_end=datetime(2026, 1, 2, tzinfo=UTC), query="select 1",
                                 train_rows=1, validation_rows=1, content_sha256="0" * 64),
     )
+
+
+def test_a_restarted_controller_drops_the_canary_it_left(
+    controller: SwapController, tiny_base: Path, tiny_adapter: Path,
+) -> None:
+    live = read_routing(controller.repo, controller.model).live  # type: ignore[union-attr]
+    version = add_adapter_version(controller.settings, controller.model, tiny_base,
+                                  tiny_adapter, adapter_id="adapter-orphan")
+    controller.start_canary(version, share=0.2)
+
+    SwapController(controller.settings, model=controller.model).start()
+
+    routing = read_routing(controller.repo, controller.model)
+    assert routing is not None and (routing.live, routing.canary) == (live, None)
+    assert not canary_loaded(controller)
