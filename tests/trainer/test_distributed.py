@@ -28,7 +28,7 @@ def test_outside_torchrun_the_process_group_is_a_single_process() -> None:
 
 
 def _torchrun(base: Path, out: Path, strategy: str) -> None:
-    out.mkdir()
+    out.mkdir(exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -60,6 +60,23 @@ def test_two_gloo_processes_train_one_adapter_and_rank_0_writes_it_once(
     weights = load_file(str(adapter / "adapter_model.safetensors"))
     assert weights and all("lora_" in name for name in weights)
     assert (adapter / "adapter_config.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_gloo_processes_resume_from_rank_0s_checkpoint(
+    tiny_base: Path, tmp_path: Path, strategy: str,
+) -> None:
+    out = tmp_path / "out"
+    _torchrun(tiny_base, out, strategy)
+    # The finished run left its checkpoints (steps 2 and 4 of 6); the same run again
+    # resumes from step 4 on both ranks, optimizer state included (sharded under FSDP).
+    _torchrun(tiny_base, out, strategy)
+
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["resumed_from_step"] for r in ranks] == [4, 4]
+    assert [r["steps"] for r in ranks] == [6, 6]
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
 
 
 @pytest.mark.slow
