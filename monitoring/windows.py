@@ -54,7 +54,8 @@ def reference_span(client: Any, settings: FlywheelSettings, *, now: datetime) ->
     try:
         rows = client.query(
             "SELECT version, window_start, window_end FROM model_versions FINAL "
-            "WHERE model = {model:String} AND status = 'serving' "
+            # The bare base's row (no training window, train_rows 0) uses the fallback.
+            "WHERE model = {model:String} AND status = 'serving' AND train_rows > 0 "
             "ORDER BY updated_at DESC LIMIT 1",
             parameters={"model": settings.model.name},
         ).result_rows

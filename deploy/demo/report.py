@@ -124,7 +124,7 @@ def _throughput(client: Any, outcome: DemoOutcome) -> Figure:
                 label="quarantined records/s", color="tab:red")
     _marks(ax, outcome)
     ax.set_ylabel("per second (10 s buckets)")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     return _figure(fig, "Throughput into the warehouse",
                    "Curated turns and quarantined records landing in ClickHouse.",
                    THROUGHPUT_SQL + "\n\n" + QUARANTINE_OVER_TIME_SQL, "throughput.png")
@@ -181,7 +181,7 @@ def _drift(client: Any, outcome: DemoOutcome) -> Figure:
                 label="threshold (permutation test)")
     _marks(ax, outcome)
     ax.set_ylabel("MMD²")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     fig.autofmt_xdate()
     return _figure(fig, "Embedding drift of user turns",
                    "The monitor's MMD two-sample test of the current window against the data "
