@@ -25,8 +25,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DRIFT_ALERTS = frozenset({"FlywheelEmbeddingDrift", "FlywheelFeatureDrift",
-                          "FlywheelFeedbackRateChange", "FlywheelModelOutputDrift"})
+#: Drift of what users send: training on the new window is the remedy. Not here: output
+#: drift (expected after every promotion: look, or roll back) and a change of the
+#: negative-feedback or quarantine rate (a bad adapter or changed filters; retraining on
+#: that window would learn the problem).
+RETRAIN_ALERTS = frozenset({"FlywheelEmbeddingDrift", "FlywheelFeatureDrift"})
 ROLLBACK_ALERTS = frozenset({"FlywheelModelLatencyHigh", "FlywheelModelErrorRateHigh",
                              "FlywheelGatewayLatencyHigh"})
 ACTION_COLUMNS = ("action_id", "action", "performed", "reason", "alert_name", "fingerprint",
@@ -85,7 +88,7 @@ class ActionDispatcher:
         monitoring = self._settings.monitoring
         model = alert.labels.get("model", self._settings.model.name)
         now = datetime.now(UTC)
-        if alert.name in DRIFT_ALERTS:
+        if alert.name in RETRAIN_ALERTS:
             if not monitoring.auto_retrain_on_drift or self._retrain is None:
                 return ActionRecord("retrain", False, "monitoring.auto_retrain_on_drift is off"
                                     if not monitoring.auto_retrain_on_drift

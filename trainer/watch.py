@@ -2,9 +2,9 @@
 
 A window is attempted at most once (success, rejection or empty): the evaluations table
 remembers which windows were evaluated, so restarting `watch` does not retrain them. A
-firing drift alert (`alerts` table, name containing "Drift", that started after the
-last evaluation was made) or a retrain request the alert receiver performed (`monitoring_actions`)
-lowers the bar to one example. With `trainer.retrain_policy = "on_drift"`,
+firing input-drift alert (`monitoring.actions.RETRAIN_ALERTS`) that started after the last
+evaluation was made, or a retrain request the alert receiver performed
+(`monitoring_actions`), lowers the bar to one example. With `trainer.retrain_policy = "on_drift"`,
 only the first evaluation needs no alert: afterwards the trainer waits for the users'
 traffic to drift instead of retraining on every window.
 """
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from monitoring.actions import RETRAIN_ALERTS
 from trainer.errors import EmptyWindowError
 from trainer.window import count_examples, latest_closed_window
 
@@ -50,11 +51,6 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-#: Drift of what users send. An adapter swap changes the answers, so output drift right
-#: after a promotion is expected; it calls for a look or a rollback, not for retraining.
-NOT_RETRAIN_ALERTS = ("FlywheelModelOutputDrift",)
-
-
 def drift_requested(client: Any, settings: FlywheelSettings, since: datetime | None) -> bool:
     """Whether drift asked for retraining after `since`.
 
@@ -66,14 +62,14 @@ def drift_requested(client: Any, settings: FlywheelSettings, since: datetime | N
     db = settings.clickhouse.database
     rows = client.query(
         f"SELECT (SELECT count() FROM {db}.alerts FINAL "
-        "WHERE status = 'firing' AND positionCaseInsensitive(name, 'drift') > 0 "
-        "AND name NOT IN {skip:Array(String)} AND starts_at > {since:DateTime64(3, 'UTC')}) + "
+        "WHERE status = 'firing' AND name IN {names:Array(String)} "
+        "AND starts_at > {since:DateTime64(3, 'UTC')}) + "
         f"(SELECT count() FROM {db}.monitoring_actions "
         "WHERE action = 'retrain' AND performed AND model = {model:String} "
-        "AND alert_name NOT IN {skip:Array(String)} "
+        "AND alert_name IN {names:Array(String)} "
         "AND requested_at > {since:DateTime64(3, 'UTC')})",
         parameters={"since": since or datetime(1970, 1, 1, tzinfo=UTC),
-                    "skip": list(NOT_RETRAIN_ALERTS), "model": settings.model.name},
+                    "names": sorted(RETRAIN_ALERTS), "model": settings.model.name},
     ).result_rows
     return bool(rows and rows[0][0])
 

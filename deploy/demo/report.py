@@ -49,7 +49,7 @@ ORDER BY evaluated_at"""
 ALERTS_SQL = """\
 SELECT name, status, starts_at, received_at
 FROM alerts FINAL
-WHERE name = 'FlywheelEmbeddingDrift'
+WHERE name IN ('FlywheelEmbeddingDrift', 'FlywheelFeatureDrift')
 ORDER BY received_at"""
 
 EVALUATIONS_SQL = """\
@@ -244,7 +244,8 @@ def summary_rows(outcome: DemoOutcome) -> list[tuple[str, str]]:
         rows.append((f"version {version}", f"serving{when}"))
     fired, resolved, shift = (o.marks.get(k) for k in ("drift_fired", "drift_resolved", "shift"))
     if fired and shift:
-        rows.append(("drift alert", f"fired {(fired - shift).total_seconds():.0f} s after the "
+        rows.append((o.drift_alert or "drift alert",
+                     f"fired {(fired - shift).total_seconds():.0f} s after the "
                      "shift" + (f", resolved {(resolved - shift).total_seconds():.0f} s after"
                                 if resolved else "")))
     for p in o.perplexity:

@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DRIFT_ALERT = "FlywheelEmbeddingDrift"
 
 
 class DemoTimeoutError(StackError):
@@ -93,6 +92,7 @@ class DemoOutcome:
     accounting: Accounting | None = None
     perplexity: list[VersionPerplexity] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
+    drift_alert: str = ""
     report_path: Any = None
     problems: list[str] = field(default_factory=list)
 
@@ -238,13 +238,23 @@ class DemoRunner:
         shifted = datetime.now(UTC)
         self.outcome.marks["shift"] = shifted
         self.ui.phase("traffic shifted to new topics; waiting for the drift alert")
-        self._wait(f"{DRIFT_ALERT} firing", lambda: self._alert_since(shifted, "firing"))
+        # Whichever input-drift alert fires first (embedding or feature drift) asks the
+        # trainer to retrain; that one must then resolve.
+        fired: list[str] = []
+
+        def drift_fired() -> bool:
+            fired[:] = self._alerts_since(shifted, "firing")
+            return bool(fired)
+
+        self._wait("an input-drift alert firing", drift_fired)
+        self.outcome.drift_alert = fired[0]
         self.outcome.marks["drift_fired"] = datetime.now(UTC)
-        self.ui.phase("drift alert firing; waiting for the retrained version 3")
+        self.ui.phase(f"{fired[0]} firing; waiting for the retrained version 3")
         self._wait("version 3 serving", lambda: self._live_version() >= 3)
         self._note_served()
-        self.ui.phase("version 3 serving; waiting for the drift alert to resolve")
-        self._wait(f"{DRIFT_ALERT} resolved", lambda: self._alert_since(shifted, "resolved"))
+        self.ui.phase(f"version 3 serving; waiting for {fired[0]} to resolve")
+        self._wait(f"{fired[0]} resolved",
+                   lambda: fired[0] in self._alerts_since(shifted, "resolved"))
         self.outcome.marks["drift_resolved"] = datetime.now(UTC)
 
     def _stop_traffic(self) -> None:
@@ -357,18 +367,22 @@ class DemoRunner:
             self.outcome.served.append((live, datetime.now(UTC)))
             self.ui.note(f"version {live} is serving")
 
-    def _alert_since(self, since: datetime, status: str) -> bool:
+    def _alerts_since(self, since: datetime, status: str) -> list[str]:
+        """Names of input-drift alerts with `status` that started after `since`."""
         from deploy.clickhouse.client import get_client
+        from monitoring.actions import RETRAIN_ALERTS
 
         client = get_client(self.settings, readonly=True)
         try:
             rows = client.query(
-                "SELECT count() FROM alerts FINAL WHERE name = {n:String} AND status = "
-                "{s:String} AND starts_at >= {since:DateTime64(3, 'UTC')}",
-                parameters={"n": DRIFT_ALERT, "s": status, "since": since}).result_rows
+                "SELECT name FROM alerts FINAL WHERE name IN {n:Array(String)} AND status = "
+                "{s:String} AND starts_at >= {since:DateTime64(3, 'UTC')} "
+                "ORDER BY received_at",
+                parameters={"n": sorted(RETRAIN_ALERTS), "s": status, "since": since},
+            ).result_rows
         finally:
             client.close()
-        return bool(rows and rows[0][0])
+        return [r[0] for r in rows]
 
     def _remove_old_models(self) -> None:
         """Unload and delete the models of earlier demo runs (never other models)."""

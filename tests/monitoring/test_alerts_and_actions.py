@@ -163,3 +163,11 @@ def test_exporter_publishes_statistic_and_threshold_and_nan_for_insufficient_dat
 
     exporter.publish([ok], finished_at_s=2.0)
     assert "embedding_mmd" not in generate_latest(exporter.registry).decode()
+
+
+@pytest.mark.parametrize("name", ["FlywheelModelOutputDrift", "FlywheelFeedbackRateChange"])
+def test_output_drift_and_rate_changes_never_trigger_a_retrain(name: str) -> None:
+    calls = Calls()
+    actions = dispatcher(settings_with(auto_retrain_on_drift=True), calls, promoted_ago_s=None)
+    assert actions.handle(alerts_from_webhook(webhook("firing", name=name))) == []
+    assert calls.retrains == []

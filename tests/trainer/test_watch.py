@@ -157,3 +157,11 @@ def test_watch_attempts_a_due_window_once_even_when_it_cannot_train(
     assert runs == 0
     assert len(polls) >= 5  # several polls found the same window due
     assert len(skipped) == 1 and "at least two conversations" in skipped[0]
+
+
+def test_a_quarantine_or_feedback_rate_change_does_not_ask_for_retraining(
+    warehouse: Any, watched: FlywheelSettings,
+) -> None:
+    _chat(warehouse, watched, 3)
+    _alert(warehouse, watched, "FlywheelFeedbackRateChange", at=START + timedelta(minutes=5))
+    assert due_window(warehouse, watched, now=NOW) is None
