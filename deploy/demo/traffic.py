@@ -162,7 +162,8 @@ class Traffic:
         conversation_id = f"demo-{uuid.uuid4().hex[:16]}"
         body = {"model": self.settings.model.name, "conversation_id": conversation_id,
                 "messages": [{"role": "user", "content": phrase(pair.prompt, rng)}],
-                "temperature": 0.8, "top_p": 0.95, "user": f"sim-{rng.randrange(500)}"}
+                "temperature": 0.8, "top_p": 0.95, "user": f"sim-{rng.randrange(500)}",
+                "metadata": {"topic": pair.topic}}
         started = time.monotonic()
         try:
             response = client.post("/v1/chat/completions", json=body)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Literal
 from uuid import UUID
 
@@ -9,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inference.gateway.text import first_refused_character
 from schemas.feedback import FeedbackKind, FlagReason
+
+_METADATA_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
 
 class Message(BaseModel):
@@ -37,6 +41,29 @@ class ChatRequest(BaseModel):
         default=None, pattern=r"^[A-Za-z0-9._:-]{1,128}$",
         description="Flywheel extension: the conversation the turn belongs to (else new).",
     )
+    metadata: dict[str, str] = Field(
+        default_factory=dict, max_length=16,
+        description="OpenAI's tags (16 at most, values up to 512 characters), kept on both "
+        "chat events; `topic` is what the streams balance and analysts group by.",
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_fits_the_chat_event(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            if not _METADATA_KEY.match(key):
+                raise ValueError(f"metadata key {key!r} must be 1-64 letters, digits or "
+                                 "._:-, starting with a letter or digit")
+            if len(item) > 512:
+                raise ValueError(f"metadata[{key!r}] is {len(item)} characters; at most 512")
+            refused = first_refused_character(item)
+            if refused:
+                raise ValueError(f"metadata[{key!r}] has a {refused}")
+        # The chat event caps its metadata at 4 KiB of JSON; leave room for the gateway's own.
+        size_bytes = len(json.dumps(value, ensure_ascii=False).encode())
+        if size_bytes > 3_584:
+            raise ValueError(f"metadata is {size_bytes} bytes as JSON; at most 3584")
+        return value
 
     @field_validator("messages")
     @classmethod

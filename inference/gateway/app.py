@@ -186,13 +186,14 @@ def create_app(
         conversation_id = body.conversation_id or uuid.uuid4().hex
         turn = len(body.messages) - 1
         user_event = ChatEvent(conversation_id=conversation_id, turn_index=turn, role=Role.USER,
-                               text=body.messages[-1].content, tenant=options.tenant)
+                               text=body.messages[-1].content, tenant=options.tenant,
+                               metadata=dict(body.metadata))
         answer_event = ChatEvent(
             conversation_id=conversation_id, turn_index=turn + 1, role=Role.ASSISTANT,
             text=answer.text, model=model_name, model_version=answer.adapter_id,
             latency_ms=answer.latency_ms, prompt_tokens=answer.prompt_tokens,
             completion_tokens=answer.completion_tokens, tenant=options.tenant,
-            metadata={"triton_version": answer.version},
+            metadata={**body.metadata, "triton_version": answer.version},
         )
         for event in (user_event, answer_event):
             chats.send(event, on_delivery=on_delivery)

@@ -68,6 +68,7 @@ def test_a_chat_completion_answers_in_openai_shape_and_lands_in_kafka_with_its_v
 ) -> None:
     response = gateway.post("/v1/chat/completions", json={
         "model": controller.model, "conversation_id": "conv-1", "max_tokens": 5,
+        "metadata": {"topic": "greetings"},
         "messages": [{"role": "system", "content": "Be brief."},
                      {"role": "user", "content": "hello there"}]})
 
@@ -84,6 +85,8 @@ def test_a_chat_completion_answers_in_openai_shape_and_lands_in_kafka_with_its_v
     assert (answer.conversation_id, answer.model, answer.model_version) == (
         "conv-1", controller.model, "base")
     assert str(answer.event_id) == body["flywheel"]["turn_event_id"]
+    assert by_role["user"].metadata == {"topic": "greetings"}
+    assert answer.metadata["topic"] == "greetings"
     assert answer.completion_tokens == body["usage"]["completion_tokens"]
 
 
@@ -122,6 +125,10 @@ def test_streaming_returns_chunks_and_done(gateway: httpx.Client) -> None:
         ({"messages": [{"role": "user", "content": "word " * 400}]}, "context"),
         ({"messages": [{"role": "robot", "content": "hi"}]}, "role"),
         ({"messages": [{"role": "user", "content": "hi\x11"}]}, "control character U+0011"),
+        ({"messages": [{"role": "user", "content": "hi"}], "metadata": {"bad key!": "x"}},
+         "metadata key 'bad key!'"),
+        ({"messages": [{"role": "user", "content": "hi"}], "metadata": {"topic": "x" * 600}},
+         "at most 512"),
     ],
 )
 def test_bad_requests_get_400_with_a_message(
