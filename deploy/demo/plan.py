@@ -35,10 +35,6 @@ class DemoPlan:
     learning_rate: float
     time_budget_s: float
 
-    @property
-    def report_dir(self) -> Path:
-        return Path("demo") / self.run_id
-
 
 def base_config(settings: FlywheelSettings, *, quick: bool) -> BootstrapConfig:
     """The demo's base model: small enough to build in minutes, new topics held out."""
