@@ -21,7 +21,7 @@ MAX_ID_CHARS = 128
 #: Unicode categories Cc (C0 and C1 controls) and Cs (lone surrogates), except newline,
 #: tab and carriage return. One regex scan: this check runs on every event produced.
 _FORBIDDEN_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
-_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]*$"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]*$"
 _HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -65,7 +65,7 @@ def _is_user_hash(value: str) -> str:
 Text = Annotated[
     str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_no_control_characters)
 ]
-Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=_ID_PATTERN)]
+Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 UserHash = Annotated[str, AfterValidator(_is_user_hash)]
 

@@ -28,11 +28,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def last_evaluated_end(client: Any, settings: FlywheelSettings) -> datetime | None:
-    """End of the newest window the model was evaluated on."""
-    return _last_evaluation(client, settings)[0]
-
-
 def _last_evaluation(
     client: Any, settings: FlywheelSettings
 ) -> tuple[datetime | None, datetime | None]:

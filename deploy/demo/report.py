@@ -84,7 +84,7 @@ def write_report(client: Any, outcome: DemoOutcome, *, folder: Path) -> Path:
     ]
     for figure in figures:
         (folder / figure.file_name).write_bytes(figure.png)
-    evaluations = _safe_rows(client, EVALUATIONS_SQL)
+    evaluations = _rows(client, EVALUATIONS_SQL)
     path = folder / "report.html"
     path.write_text(_html(outcome, figures, evaluations), encoding="utf-8")
     return path
@@ -112,8 +112,8 @@ def _marks(ax: Any, outcome: DemoOutcome) -> None:
 def _throughput(client: Any, outcome: DemoOutcome) -> Figure:
     import matplotlib.pyplot as plt
 
-    rows = _safe_rows(client, THROUGHPUT_SQL)
-    quarantined = _safe_rows(client, QUARANTINE_OVER_TIME_SQL)
+    rows = _rows(client, THROUGHPUT_SQL)
+    quarantined = _rows(client, QUARANTINE_OVER_TIME_SQL)
     fig, ax = plt.subplots(figsize=(9, 3.4))
     for role in ("user", "assistant"):
         points = [(t, n / 10) for t, r, n in rows if r == role]
@@ -133,7 +133,7 @@ def _throughput(client: Any, outcome: DemoOutcome) -> Figure:
 def _latency(client: Any, outcome: DemoOutcome) -> Figure:
     import matplotlib.pyplot as plt
 
-    rows = _safe_rows(client, LATENCY_SQL)
+    rows = _rows(client, LATENCY_SQL)
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4),
                                       gridspec_kw={"width_ratios": [1, 2]})
     # Adapter ids are `<model>-v<N>`; the version alone reads better under a bar.
@@ -161,7 +161,7 @@ def _latency(client: Any, outcome: DemoOutcome) -> Figure:
 def _quarantine(client: Any) -> Figure:
     import matplotlib.pyplot as plt
 
-    rows = _safe_rows(client, QUARANTINE_SQL)
+    rows = _rows(client, QUARANTINE_SQL)
     fig, ax = plt.subplots(figsize=(9, 3.0))
     ax.barh([str(r[0]) for r in rows][::-1], [r[1] for r in rows][::-1], color="tab:red")
     ax.set_xlabel("records")
@@ -173,7 +173,7 @@ def _quarantine(client: Any) -> Figure:
 def _drift(client: Any, outcome: DemoOutcome) -> Figure:
     import matplotlib.pyplot as plt
 
-    rows = [r for r in _safe_rows(client, DRIFT_SQL) if r[4] != "insufficient_data"]
+    rows = [r for r in _rows(client, DRIFT_SQL) if r[4] != "insufficient_data"]
     fig, ax = plt.subplots(figsize=(9, 3.4))
     if rows:
         ax.plot([r[0] for r in rows], [r[1] for r in rows], marker=".", label="MMD statistic")
@@ -218,7 +218,7 @@ def _figure(fig: Any, title: str, caption: str, query: str, file_name: str) -> F
     return Figure(title, caption, query, buffer.getvalue(), file_name)
 
 
-def _safe_rows(client: Any, query: str) -> list[tuple[Any, ...]]:
+def _rows(client: Any, query: str) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in client.query(query).result_rows]
 
 

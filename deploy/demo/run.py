@@ -115,6 +115,7 @@ class DemoRunner:
         self._deadline = 0.0
         self._apps: Supervisor | None = None
         self._traffic: Traffic | None = None
+        self._reader: Any = None  # one read-only ClickHouse client for every poll
         self.outcome = DemoOutcome(plan, datetime.now(UTC))
 
     # -- the run -----------------------------------------------------------------------
@@ -147,6 +148,9 @@ class DemoRunner:
             self._check()
         finally:
             self._stop_traffic()
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
         return self.outcome
 
     def stop_everything(self) -> None:
@@ -273,19 +277,13 @@ class DemoRunner:
         self.outcome.marks["traffic_stopped"] = datetime.now(UTC)
 
     def _account(self, start_offsets: dict[tuple[str, int], int]) -> None:
-        from deploy.clickhouse.client import get_client
-
         self.ui.phase("accounting for every replayed event")
-        client = get_client(self.settings, readonly=True)
-        try:
-            self.outcome.accounting = wait_until_landed(
-                client, start=start_offsets, end=end_offsets(self.settings),
-                since=self.outcome.started_at, timeout_s=min(120.0, self._left()),
-                expected_rejected=self.outcome.hostile_rejected,
-                on_poll=lambda a: self.ui.status(
-                    f"{a.curated + a.quarantined + a.errors:,} of {a.records:,} records landed"))
-        finally:
-            client.close()
+        self.outcome.accounting = wait_until_landed(
+            self._client(), start=start_offsets, end=end_offsets(self.settings),
+            since=self.outcome.started_at, timeout_s=min(120.0, self._left()),
+            expected_rejected=self.outcome.hostile_rejected,
+            on_poll=lambda a: self.ui.status(
+                f"{a.curated + a.quarantined + a.errors:,} of {a.records:,} records landed"))
 
     def _evaluate_versions(self) -> None:
         self.ui.phase("perplexity of each version on held-out old and new topics")
@@ -369,20 +367,22 @@ class DemoRunner:
 
     def _alerts_since(self, since: datetime, status: str) -> list[str]:
         """Names of input-drift alerts with `status` that started after `since`."""
-        from deploy.clickhouse.client import get_client
         from monitoring.actions import RETRAIN_ALERTS
 
-        client = get_client(self.settings, readonly=True)
-        try:
-            rows = client.query(
-                "SELECT name FROM alerts FINAL WHERE name IN {n:Array(String)} AND status = "
-                "{s:String} AND starts_at >= {since:DateTime64(3, 'UTC')} "
-                "ORDER BY received_at",
-                parameters={"n": sorted(RETRAIN_ALERTS), "s": status, "since": since},
-            ).result_rows
-        finally:
-            client.close()
+        rows = self._client().query(
+            "SELECT name FROM alerts FINAL WHERE name IN {n:Array(String)} AND status = "
+            "{s:String} AND starts_at >= {since:DateTime64(3, 'UTC')} ORDER BY received_at",
+            parameters={"n": sorted(RETRAIN_ALERTS), "s": status, "since": since},
+        ).result_rows
         return [r[0] for r in rows]
+
+    def _client(self) -> Any:
+        """The run's read-only ClickHouse client, opened on first use (closed by `run`)."""
+        if self._reader is None:
+            from deploy.clickhouse.client import get_client
+
+            self._reader = get_client(self.settings, readonly=True)
+        return self._reader
 
     def _remove_old_models(self) -> None:
         """Unload and delete the models of earlier demo runs (never other models)."""

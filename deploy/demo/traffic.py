@@ -25,6 +25,8 @@ import httpx
 from deploy.demo.users import feedback_for, phrase
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
+
     from deploy.settings import FlywheelSettings
     from trainer.corpus import Pair
 
@@ -147,10 +149,9 @@ class Traffic:
 
     def _gateway(self) -> httpx.Client:
         options = self.settings.inference
-        keys = options.api_keys
-        headers = {"Authorization": f"Bearer {keys[0].get_secret_value()}"} if keys else {}
         return httpx.Client(base_url=f"http://{options.gateway_host}:{options.gateway_port}",
-                            headers=headers, timeout=options.request_timeout_s + 10)
+                            headers=_bearer(options.api_keys),
+                            timeout=options.request_timeout_s + 10)
 
     def _user(self, rng: random.Random) -> None:
         with self._gateway() as client:
@@ -204,11 +205,9 @@ class Traffic:
 
     def _hostile(self, rng: random.Random) -> None:
         ingest = self.settings.ingest
-        keys = ingest.api_keys
-        headers = {"Authorization": f"Bearer {keys[0].get_secret_value()}"} if keys else {}
         assert self._hostile_limiter is not None
-        with httpx.Client(base_url=f"http://{ingest.host}:{ingest.port}", headers=headers,
-                          timeout=30) as client:
+        with httpx.Client(base_url=f"http://{ingest.host}:{ingest.port}",
+                          headers=_bearer(ingest.api_keys), timeout=30) as client:
             while self._hostile_limiter.wait(self._stop):
                 kind, content = hostile_body(rng, tenant=self.settings.inference.tenant)
                 try:
@@ -226,6 +225,11 @@ class Traffic:
                         self.stats.hostile_rejected += 1
                     else:
                         self.stats.hostile_failed += 1
+
+
+def _bearer(keys: list[SecretStr]) -> dict[str, str]:
+    """The Authorization header for the first configured API key (none when auth is off)."""
+    return {"Authorization": f"Bearer {keys[0].get_secret_value()}"} if keys else {}
 
 
 def hostile_body(rng: random.Random, *, tenant: str) -> tuple[str, bytes]:

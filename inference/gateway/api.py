@@ -10,9 +10,14 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inference.gateway.text import first_refused_character
+from schemas.base import ID_PATTERN, MAX_METADATA_BYTES
 from schemas.feedback import FeedbackKind, FlagReason
 
-_METADATA_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+#: OpenAI caps tag keys at 64 characters; the characters are those of a ChatEvent key.
+_METADATA_KEY_MAX_CHARS = 64
+_METADATA_KEY = re.compile(ID_PATTERN)
+#: The chat event's metadata cap, less room for what the gateway adds (`triton_version`).
+_METADATA_MAX_BYTES = MAX_METADATA_BYTES - 512
 
 
 class Message(BaseModel):
@@ -51,18 +56,18 @@ class ChatRequest(BaseModel):
     @classmethod
     def _metadata_fits_the_chat_event(cls, value: dict[str, str]) -> dict[str, str]:
         for key, item in value.items():
-            if not _METADATA_KEY.match(key):
+            if len(key) > _METADATA_KEY_MAX_CHARS or not _METADATA_KEY.match(key):
                 raise ValueError(f"metadata key {key!r} must be 1-64 letters, digits or "
-                                 "._:-, starting with a letter or digit")
+                                 "._:@/+-, starting with a letter or digit")
             if len(item) > 512:
                 raise ValueError(f"metadata[{key!r}] is {len(item)} characters; at most 512")
             refused = first_refused_character(item)
             if refused:
                 raise ValueError(f"metadata[{key!r}] has a {refused}")
-        # The chat event caps its metadata at 4 KiB of JSON; leave room for the gateway's own.
         size_bytes = len(json.dumps(value, ensure_ascii=False).encode())
-        if size_bytes > 3_584:
-            raise ValueError(f"metadata is {size_bytes} bytes as JSON; at most 3584")
+        if size_bytes > _METADATA_MAX_BYTES:
+            raise ValueError(f"metadata is {size_bytes} bytes as JSON; at most "
+                             f"{_METADATA_MAX_BYTES}")
         return value
 
     @field_validator("messages")
