@@ -3,7 +3,7 @@
 Feedback that arrives before its turn waits in memory (`streams.join`). Its record is
 curated (a `feedback` row) and its offset committed in the same flush as any other, so
 a worker that crashes, or hands the partition to another, would lose the waiting entry
-for good: the restarted worker skips the record. The `feedback` table is the durable
+for good: the next owner starts after the committed offset. The `feedback` table is the durable
 side: every feedback row of the partition, ingested within the join's TTL, that has no
 training example yet is waiting (or its turn was quarantined, which `resolve` settles).
 Its arrival time is its `ingested_at`, so the TTL runs on where it left off.

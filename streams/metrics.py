@@ -17,7 +17,11 @@ class StreamMetrics:
                                   ["topic"], registry=r)
         self.records_out = Counter(
             "flywheel_streams_records_out", "Records by final outcome "
-            "(curated, quarantined, error, skipped_replay).", ["outcome"], registry=r)
+            "(curated, quarantined, error).", ["outcome"], registry=r)
+        self.replays = Counter(
+            "flywheel_streams_replays", "Records replayed after a restart with an outcome "
+            "in the ledger: followed, or mismatch (settings changed in between; the event "
+            "may sit in two tables).", ["outcome"], registry=r)
         self.rejections = Counter("flywheel_streams_rejections",
                                   "Quarantined records by stage and reason.",
                                   ["stage", "reason"], registry=r)

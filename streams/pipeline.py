@@ -11,6 +11,14 @@ duplicate fingerprint) run a batch at a time, in this process or split across a 
 pool (`streams.pool`). The stateful decisions (duplicates against the window, balance
 caps, feedback join) then run here, record by record in the batch's order, so the
 outcome of a record never depends on how the batch was split.
+
+Replays follow the ledger. The stateful decisions depend on what came before a record,
+so a worker that restarts mid-stream, with an empty duplicate window and fresh cap
+counters, could decide a record differently from the run that crashed after landing some
+of its rows: one event would then sit in two tables. The sink writes the ledger (each
+record's outcome) before any other table, and a replayed record whose outcome is logged
+gets that outcome again (`process(..., logged=...)`), so its rows land on the keys they
+already have.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -70,6 +78,17 @@ class BatchResult:
     quarantined: list[QuarantinedRecord] = field(default_factory=list)
     #: (stage, outcome) -> records, e.g. ("clean", "empty"), ("sink", "curated").
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: Replayed records whose logged outcome was followed, or could not be (`mismatch`:
+    #: a stateless stage now decides otherwise, which only a change of settings explains).
+    replays: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class Logged:
+    """The outcome a previous run wrote to the ledger for one record."""
+
+    outcome: str  # curated | quarantined | error
+    reason: str  # the primary reason code of a quarantine, the error type of an error
 
 
 class _Quarantine(Exception):
@@ -106,13 +125,22 @@ class Processor:
         self._windows.pop((topic, partition), None)
         self.join.forget((topic, partition))
 
-    def process(self, records: list[Record]) -> BatchResult:
-        """Decide the outcome of every record of a batch (in order) and build its rows."""
+    def process(self, records: list[Record],
+                logged: Mapping[tuple[str, int, int], Logged] | None = None) -> BatchResult:
+        """Decide the outcome of every record of a batch (in order) and build its rows.
+
+        Args:
+            logged: outcomes already in the ledger, by (topic, partition, offset); those
+                records get the same outcome again.
+        """
         result = BatchResult()
+        logged = logged or {}
         for item in self._prepare(records):
+            record = item.record
+            prior = logged.get((record.topic, record.partition, record.offset))
             try:
                 if isinstance(item, PreparedTurn):
-                    self._decide_turn(result, item)
+                    self._decide_turn(result, item, prior)
                 elif isinstance(item, PreparedFeedback):
                     self._decide_feedback(result, item)
                 elif isinstance(item, Rejected):
@@ -128,11 +156,26 @@ class Processor:
                                  item.record.partition, item.record.offset)
                 self._error(result, Failed(item.record, "decide", type(e).__name__,
                                            str(e)[:2000]))
+            if prior is not None:
+                self._check_replay(result, prior)
         return result
+
+    @staticmethod
+    def _check_replay(result: BatchResult, prior: Logged) -> None:
+        outcome, reason = result.ledger[-1][4:6]
+        if (outcome, reason) == (prior.outcome, prior.reason) or (
+                outcome == prior.outcome == "error"):  # an error's message may differ
+            result.replays["followed"] += 1
+            return
+        result.replays["mismatch"] += 1
+        logger.warning("%s[%d]@%d was %s (%s) before a restart and is %s (%s) now; the "
+                       "settings of a stateless stage changed in between, so the event "
+                       "may sit in two tables", *result.ledger[-1][:3], prior.outcome,
+                       prior.reason, outcome, reason)
 
     # -- stages 2 and 3: duplicates, caps, join ------------------------------------------
 
-    def _decide_turn(self, result: BatchResult, c: PreparedTurn) -> None:
+    def _decide_turn(self, result: BatchResult, c: PreparedTurn, prior: Logged | None) -> None:
         event, verdict = c.event, c.verdict
         if verdict.reasons:
             self._reject_turn(event)
@@ -146,7 +189,11 @@ class Processor:
             window = self._windows[key] = DuplicateWindow(
                 window_records=o.dedup_window_records, threshold=o.near_dup_threshold,
                 min_chars=o.near_dup_min_chars, permutations=o.minhash_permutations)
-        duplicate = window.check_fingerprint(event.event_id, c.digest, c.signature)
+        if prior is None:
+            duplicate = window.check_fingerprint(event.event_id, c.digest, c.signature)
+        else:
+            duplicate = _logged_reason(prior, _DUPLICATE_REASONS)
+            window.remember(event.event_id, c.digest, c.signature, duplicate)
         if duplicate is not None:
             self._reject_turn(event)
             raise _Quarantine("clean", Rejection((duplicate,), "repeats a turn of the window",
@@ -154,8 +201,15 @@ class Processor:
                               excerpt=c.text[:EXCERPT_CHARS])
         labelled = event.metadata.get("topic")
         topic = str(labelled or "general")
-        over = self._caps.admit({"topic": str(labelled) if labelled else UNLABELLED,
-                                 "tenant": event.tenant, "group": verdict.group})
+        keys = {"topic": str(labelled) if labelled else UNLABELLED, "tenant": event.tenant,
+                "group": verdict.group}
+        if prior is None:
+            over = self._caps.admit(keys)
+        elif _logged_reason(prior, (ReasonCode.OVER_CAP,)) is not None:
+            over = "record"  # which dimension was over is not logged
+        else:
+            over = None
+            self._caps.count(keys)
         if over is not None:
             self._reject_turn(event)
             raise _Quarantine("balance", Rejection(
@@ -224,6 +278,16 @@ class Processor:
         result.ledger.append((record.topic, record.partition, record.offset, failed.event_id,
                               "error", failed.error_type))
         result.counts[(failed.stage, "error")] += 1
+
+
+_DUPLICATE_REASONS = (ReasonCode.DUPLICATE, ReasonCode.NEAR_DUPLICATE)
+
+
+def _logged_reason(prior: Logged, reasons: tuple[ReasonCode, ...]) -> ReasonCode | None:
+    """The logged quarantine reason when it is one of `reasons`, else None."""
+    if prior.outcome != "quarantined":
+        return None
+    return next((r for r in reasons if r.value == prior.reason), None)
 
 
 def _is_identifier(value: str) -> bool:

@@ -160,17 +160,29 @@ class BalanceCaps:
 
     def admit(self, keys: dict[str, str]) -> str | None:
         """Count a record in, or return the dimension (e.g. `tenant`) whose cap it breaks."""
-        now = self.clock()
-        if self._started < 0 or now - self._started >= self.window_s:
-            self._started, self._total = now, 0
-            self._counts.clear()
-            self._values.clear()
+        self._roll()
         if self._total >= self.min_records:
             limit = self.share * (self._total + 1)
             for dimension, value in keys.items():
                 if (value != UNLABELLED and self._values[dimension] > 1
                         and self._counts[(dimension, value)] + 1 > limit):
                     return dimension
+        self._count(keys)
+        return None
+
+    def count(self, keys: dict[str, str]) -> None:
+        """Count in a record admitted before (a replay after a restart), without checking."""
+        self._roll()
+        self._count(keys)
+
+    def _roll(self) -> None:
+        now = self.clock()
+        if self._started < 0 or now - self._started >= self.window_s:
+            self._started, self._total = now, 0
+            self._counts.clear()
+            self._values.clear()
+
+    def _count(self, keys: dict[str, str]) -> None:
         self._total += 1
         for dimension, value in keys.items():
             if value == UNLABELLED:
@@ -178,4 +190,3 @@ class BalanceCaps:
             if self._counts[(dimension, value)] == 0:
                 self._values[dimension] += 1
             self._counts[(dimension, value)] += 1
-        return None

@@ -1,11 +1,12 @@
 """Stage 4: batched, idempotent inserts into ClickHouse with clickhouse-connect.
 
 Rows are buffered per table and flushed when `sink_batch_rows` are waiting or
-`sink_flush_interval_s` has passed since the first one. A flush inserts every table and
-then the ledger, retrying with backoff; only when it returns may the caller commit the
-Kafka offsets of the records behind the rows. Every table is a ReplacingMergeTree keyed
-by the source record, so rows inserted twice (a crash between insert and commit) collapse
-in `FINAL` queries.
+`sink_flush_interval_s` has passed since the first one. A flush inserts the ledger and
+then every other table, retrying with backoff; only when it returns may the caller commit
+the Kafka offsets of the records behind the rows. Every table is a ReplacingMergeTree
+keyed by the source record, so rows inserted twice (a crash between insert and commit)
+collapse in `FINAL` queries. The ledger goes first so that a crash anywhere in a flush
+leaves every landed row's outcome logged, for the replay to follow (`streams.worker`).
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ from streams.rows import (
 
 logger = logging.getLogger(__name__)
 
-#: (attribute of BatchResult, table, columns); the ledger is last on purpose.
+#: (attribute of BatchResult, table, columns); the ledger is first on purpose.
 TABLES: tuple[tuple[str, str, Sequence[str]], ...] = (
+    ("ledger", "stream_ledger", LEDGER_COLUMNS),
     ("turns", "chat_turns", CHAT_TURN_COLUMNS),
     ("feedback", "feedback", FEEDBACK_COLUMNS),
     ("examples", "training_examples", EXAMPLE_COLUMNS),
     ("quarantine", "quarantine", QUARANTINE_COLUMNS),
     ("errors", "stream_errors", ERROR_COLUMNS),
-    ("ledger", "stream_ledger", LEDGER_COLUMNS),
 )
 
 
@@ -81,7 +82,7 @@ class ClickHouseSink:
                 or time.monotonic() - self._first_row_s >= self._flush_interval_s)
 
     def flush(self) -> int:
-        """Insert every buffered row, the ledger last; returns the rows inserted.
+        """Insert every buffered row, the ledger first; returns the rows inserted.
 
         Raises:
             SinkError: an insert still failed after `sink_retry_max` retries; the rows stay

@@ -14,9 +14,12 @@ returned. The feedback join keeps its state in memory with a TTL and uses the wa
 as its durable side (see `streams.join`), instead of a Faust table and changelog topic.
 
 At-least-once plus idempotent tables gives exactly-once results: every row is keyed by its
-source record, and the ledger (written last in each flush) lets a restarted worker skip
-records whose rows already landed, so a replay with a cold duplicate window or cap counter
-cannot route a record to a second table.
+source record, and each flush writes the ledger (every record's outcome) before the other
+tables. A restarted worker reads the ledger from its committed offsets on and gives each
+replayed record its logged outcome (`streams.pipeline`), so a replay with a cold duplicate
+window or fresh cap counters lands the same rows again, never a second table's row.
+Replayed records still pass through every stage, so the duplicate window, the caps and
+the join's prompts take them in as they would any record.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from streams.errors import WorkerError
 from streams.ingest_quarantine import IngestQuarantineReader
 from streams.join_state import load_pending, lookup_turns
 from streams.metrics import StreamMetrics
-from streams.pipeline import BatchResult, Processor
+from streams.pipeline import BatchResult, Logged, Processor
 from streams.pool import PreparePool
 from streams.quarantine import QuarantineProducer
 from streams.rows import Record
@@ -96,7 +99,7 @@ class StreamWorker:
                                    prepare=self._pool.prepare if self._pool else None)
         self._stop = threading.Event()
         self._offsets: dict[tuple[str, int], int] = {}
-        self._skip: dict[tuple[str, int], set[int]] = {}
+        self._logged: dict[tuple[str, int], dict[int, Logged]] = {}
         self._consumer: Consumer | None = None
         self._sink: ClickHouseSink | None = None
         self._client: Any = None
@@ -212,7 +215,7 @@ class StreamWorker:
         started = time.perf_counter()
         records = []
         read: Counter[str] = Counter()
-        skipped = 0
+        logged: dict[tuple[str, int, int], Logged] = {}
         for message in messages:
             error = message.error()
             if error is not None:
@@ -223,15 +226,15 @@ class StreamWorker:
             offset = message.offset()
             self._offsets[key] = offset + 1
             read[key[0]] += 1
-            if offset in self._skip.get(key, ()):
-                skipped += 1
-                continue
+            prior = self._logged.get(key, {}).pop(offset, None)
+            if prior is not None:
+                logged[(key[0], key[1], offset)] = prior
             records.append(Record(key[0], key[1], offset, message.key(), message.value() or b""))
         for topic, count in read.items():  # one update per topic, not per record
             self.metrics.records_in.labels(topic).inc(count)
-        if skipped:
-            self.metrics.records_out.labels("skipped_replay").inc(skipped)
-        result = self.processor.process(records)
+        result = self.processor.process(records, logged)
+        for outcome, count in result.replays.items():
+            self.metrics.replays.labels(outcome).inc(count)
         self._publish(result)
         self.metrics.processing_latency.observe(time.perf_counter() - started)
 
@@ -322,7 +325,7 @@ class StreamWorker:
         committed = consumer.committed(partitions, timeout=30)
         for tp in committed:
             start = max(tp.offset, 0)
-            self._skip[(tp.topic, tp.partition)] = self._landed(tp.topic, tp.partition, start)
+            self._logged[(tp.topic, tp.partition)] = self._ledger(tp.topic, tp.partition, start)
         feedback_topic = self._topics[1]
         self.processor.join.restore(load_pending(
             self._client, database=self._settings.clickhouse.database, topic=feedback_topic,
@@ -330,24 +333,25 @@ class StreamWorker:
             ttl_s=self._options.join_ttl_s))
         logger.info("assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in committed])
 
-    def _landed(self, topic: str, partition: int, start: int) -> set[int]:
-        """Offsets from `start` on whose rows a previous run already inserted."""
+    def _ledger(self, topic: str, partition: int, start: int) -> dict[int, Logged]:
+        """Outcomes a previous run logged for offsets from `start` on (uncommitted ones)."""
         db = self._settings.clickhouse.database
         rows = self._client.query(
-            f"SELECT source_offset FROM {db}.stream_ledger WHERE source_topic = {{t:String}} "
-            f"AND source_partition = {{p:UInt32}} AND source_offset >= {{o:UInt64}}",
+            f"SELECT source_offset, outcome, reason FROM {db}.stream_ledger FINAL "
+            f"WHERE source_topic = {{t:String}} AND source_partition = {{p:UInt32}} "
+            f"AND source_offset >= {{o:UInt64}}",
             parameters={"t": topic, "p": partition, "o": start}).result_rows
         if rows:
-            logger.info("%s[%d]: %d records from offset %d already landed; skipping them",
-                        topic, partition, len(rows), start)
-        return {int(r[0]) for r in rows}
+            logger.info("%s[%d]: %d records from offset %d have a logged outcome; their "
+                        "replay follows it", topic, partition, len(rows), start)
+        return {int(offset): Logged(outcome, reason) for offset, outcome, reason in rows}
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Our uncommitted offsets of these partitions must land and commit before another
         # worker starts on them.
         self._flush_and_commit()
         for tp in partitions:
-            self._skip.pop((tp.topic, tp.partition), None)
+            self._logged.pop((tp.topic, tp.partition), None)
             self.processor.forget_partition(tp.topic, tp.partition)
 
 
