@@ -1,7 +1,13 @@
-"""Calling the chat model on Triton over gRPC (sync for tools, asyncio for the gateway)."""
+"""Calling the chat model on Triton over gRPC (sync for tools, asyncio for the gateway).
+
+A request names no Triton model version: the model switches adapters in place, and its
+`version` output says which version answered (`Completion.version`). Asking for a
+version sends `expect_version`, which the model refuses unless that version is active.
+"""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -13,11 +19,18 @@ from tritonclient.utils import InferenceServerException
 
 from inference.errors import BadRequestError, InferenceError, TritonUnavailableError
 
-OUTPUTS = ("text", "prompt_tokens", "completion_tokens", "finish_reason", "adapter_id")
+OUTPUTS = ("text", "prompt_tokens", "completion_tokens", "finish_reason", "adapter_id",
+           "version")
+#: How the model prefixes a refused control request (see triton_model/model.py).
+CONTROL_REFUSED = "control refused:"
 
 
 class VersionUnavailableError(TritonUnavailableError):
-    """The requested version is not loaded (it was just swapped out); reread routing."""
+    """The requested version is not active (it was just swapped out); reread routing."""
+
+
+class ControlRefusedError(InferenceError):
+    """The model refused to activate a version; the one it served before keeps serving."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +56,9 @@ class Completion:
     latency_ms: float
 
 
-def build_inputs(module: Any, prompt: str, options: GenerationOptions) -> list[Any]:
+def build_inputs(
+    module: Any, prompt: str, options: GenerationOptions, *, version: int | None = None
+) -> list[Any]:
     """Triton inputs for one request (batch of 1), for `tritonclient.grpc` or `.http`."""
 
     def tensor(name: str, value: np.ndarray[Any, Any], dtype: str) -> Any:
@@ -60,14 +75,13 @@ def build_inputs(module: Any, prompt: str, options: GenerationOptions) -> list[A
     if options.stop:
         stops = np.array([[s.encode() for s in options.stop]], dtype=np.object_)
         inputs.append(tensor("stop", stops, "BYTES"))
+    if version:
+        inputs.append(tensor("expect_version", np.array([[version]], dtype=np.int32), "INT32"))
     return inputs
 
 
 def parse_result(result: Any, *, version: int | None, started_s: float) -> Completion:
-    """A Completion from an InferResult; the version is the one Triton says answered."""
-    answered = result.get_response().model_version
-    if hasattr(answered, "get"):  # the HTTP client's response is a dict
-        answered = answered.get("model_version")
+    """A Completion from an InferResult, tagged with the version the model says answered."""
 
     def first(name: str) -> Any:
         return result.as_numpy(name).reshape(-1)[0]
@@ -76,7 +90,7 @@ def parse_result(result: Any, *, version: int | None, started_s: float) -> Compl
         text=first("text").decode(), prompt_tokens=int(first("prompt_tokens")),
         completion_tokens=int(first("completion_tokens")),
         finish_reason=first("finish_reason").decode(), adapter_id=first("adapter_id").decode(),
-        version=int(answered or version or 0), latency_ms=(time.perf_counter() - started_s) * 1000,
+        version=int(first("version")), latency_ms=(time.perf_counter() - started_s) * 1000,
     )
 
 
@@ -86,6 +100,10 @@ def translate(
     """Map a Triton error to Flywheel's: bad request, version gone, or server unavailable."""
     message = error.message() or str(error)
     status = str(error.status() or "")
+    if CONTROL_REFUSED in message:
+        return ControlRefusedError(message.split(CONTROL_REFUSED, 1)[-1].strip())
+    if "is not active on this instance" in message:
+        return VersionUnavailableError(f"version {version} of {model} is not active: {message}")
     if "bad request:" in message:
         return BadRequestError(message.split("bad request:", 1)[-1].strip())
     if "INVALID_ARGUMENT" in status and "ready state" not in message:
@@ -126,16 +144,42 @@ class TritonChat:
             TritonUnavailableError: Triton cannot be reached.
         """
         started = time.perf_counter()
-        inputs = build_inputs(grpcclient, prompt, options or GenerationOptions())
+        inputs = build_inputs(grpcclient, prompt, options or GenerationOptions(), version=version)
         outputs = [grpcclient.InferRequestedOutput(n) for n in OUTPUTS]
         try:
             result = self.client.infer(
-                self.model, inputs, model_version=str(version or ""), outputs=outputs,
+                self.model, inputs, outputs=outputs,
                 client_timeout=self._timeout_s,
             )
         except InferenceServerException as e:
             raise translate(e, model=self.model, version=version) from e
         return parse_result(result, version=version, started_s=started)
+
+    def control(self, op: str, *, version: int | None = None,
+                timeout_s: float | None = None) -> dict[str, Any]:
+        """Send a control request (`activate` a version, or `status`); returns the state.
+
+        The answer is `{"version", "adapter_id", "switch_ms"}` of the instance that took it.
+
+        Raises:
+            ControlRefusedError: the model refused the version (the old one serves on).
+            TritonUnavailableError: Triton cannot be reached or the model is not loaded.
+            InferenceError: any other failure.
+        """
+        command: dict[str, Any] = {"op": op}
+        if version is not None:
+            command["version"] = version
+        item = grpcclient.InferInput("control", [1, 1], "BYTES")
+        item.set_data_from_numpy(np.array([[json.dumps(command).encode()]], dtype=np.object_))
+        try:
+            result = self.client.infer(
+                self.model, [item], outputs=[grpcclient.InferRequestedOutput("text")],
+                client_timeout=timeout_s or self._timeout_s,
+            )
+        except InferenceServerException as e:
+            raise translate(e, model=self.model, version=version) from e
+        state: dict[str, Any] = json.loads(result.as_numpy("text").reshape(-1)[0].decode())
+        return state
 
     def close(self) -> None:
         if self._client is not None:
@@ -176,11 +220,11 @@ class AsyncTritonChat:
             TritonUnavailableError: Triton cannot be reached.
         """
         started = time.perf_counter()
-        inputs = build_inputs(grpcaio, prompt, options or GenerationOptions())
+        inputs = build_inputs(grpcaio, prompt, options or GenerationOptions(), version=version)
         outputs = [grpcaio.InferRequestedOutput(n) for n in OUTPUTS]
         try:
             result = await self.client.infer(
-                self.model, inputs, model_version=str(version or ""), outputs=outputs,
+                self.model, inputs, outputs=outputs,
                 client_timeout=self._timeout_s,
             )
         except InferenceServerException as e:

@@ -2,15 +2,21 @@
 
 ::
 
-    <repo>/<model>/config.pbtxt          Triton config; `version_policy` names the loaded versions
+    <repo>/<model>/config.pbtxt          Triton config; `version_policy` names the runtime folder
+    <repo>/<model>/active_version.json   the version the model serves (written by the controller)
     <repo>/<model>/<version>/model.py    copy of inference/triton_model/model.py
+    <repo>/<model>/<version>/lora_merge.py   and of its adapter-merging helpers
     <repo>/<model>/<version>/metadata.json
     <repo>/<model>/<version>/adapter/    optional peft adapter (adapter_config.json +
                                          adapter_model.safetensors)
 
-Version 1 is the base model with no adapter. Versions are immutable: a version folder is
-written complete under a temporary name in the same parent and renamed into place, so a
-reader (Triton, the controller, `flywheel models list`) never sees half a version.
+Version 1 is the base model with no adapter. Triton loads one version folder as the
+runtime; the model inside switches to whichever version active_version.json names (and
+to the version a control request activates), so a new adapter needs no Triton load.
+
+Versions are immutable: a version folder is written complete under a temporary name in
+the same parent and renamed into place, so a reader (Triton, the controller, `flywheel
+models list`) never sees half a version (its model code is refreshed by `ensure_model`).
 Temporary folders start with `.tmp-` and are ignored (Triton ignores non-numeric folders).
 
 `metadata.json` always holds `version`, `base_model` (path), `adapter_id`,
@@ -40,6 +46,9 @@ logger = logging.getLogger(__name__)
 #: Where the Triton model source and config template live inside this package.
 MODEL_SOURCE_DIR = Path(__file__).resolve().parent / "triton_model"
 MODEL_FILE = "model.py"
+#: Files of inference/triton_model copied into every version folder.
+RUNTIME_FILES = (MODEL_FILE, "lora_merge.py")
+ACTIVE_FILE = "active_version.json"
 CONFIG_FILE = "config.pbtxt"
 CONFIG_TEMPLATE = "config.pbtxt.template"
 METADATA_FILE = "metadata.json"
@@ -174,7 +183,8 @@ def write_version(
     tmp = parent / f"{TMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir(mode=_DIR_MODE)
-        shutil.copyfile(MODEL_SOURCE_DIR / MODEL_FILE, tmp / MODEL_FILE)
+        for name in RUNTIME_FILES:
+            shutil.copyfile(MODEL_SOURCE_DIR / name, tmp / name)
         if adapter_dir is not None:
             shutil.copytree(adapter_dir, tmp / ADAPTER_DIR)
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -229,7 +239,26 @@ def ensure_model(
             repo, model, BASE_VERSION, adapter_dir=None,
             metadata={"base_model": str(base_model.resolve()), "adapter_id": BASE_ADAPTER_ID},
         )
+    refresh_runtime_files(repo, model)
     return folder
+
+
+def refresh_runtime_files(repo: Path, model: str) -> int:
+    """Bring every version folder's model code up to this package's; returns files replaced.
+
+    A version's data (metadata, adapter) is immutable; its model.py is code, and the
+    folder Triton loads as the runtime must run the code this controller speaks to.
+    """
+    replaced = 0
+    for version in versions(repo, model):
+        folder = version_dir(repo, model, version)
+        for name in RUNTIME_FILES:
+            source = (MODEL_SOURCE_DIR / name).read_text()
+            target = folder / name
+            if not target.is_file() or target.read_text() != source:
+                _write_text_atomically(target, source)
+                replaced += 1
+    return replaced
 
 
 def write_config(
@@ -301,6 +330,25 @@ def loaded_versions_in_config(repo: Path, model: str) -> list[int]:
             inner = line[line.index("[") + 1 : line.index("]")]
             return sorted(int(v) for v in inner.replace(" ", "").split(",") if v)
     return []
+
+
+def read_active_version(repo: Path, model: str) -> int | None:
+    """The version active_version.json names, or None when the controller never wrote it."""
+    path = model_dir(repo, model) / ACTIVE_FILE
+    try:
+        return int(json.loads(path.read_text())["version"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as e:
+        raise RepositoryError(f"{path} is unreadable ({e}); delete it and restart the "
+                              "controller, which rewrites it from routing.json") from e
+
+
+def write_active_version(repo: Path, model: str, version: int) -> Path:
+    """Name the version every instance of the model serves (they reread it per batch)."""
+    path = model_dir(repo, model) / ACTIVE_FILE
+    _write_text_atomically(path, json.dumps({"version": version}) + "\n")
+    return path
 
 
 def clean_temp_folders(repo: Path, model: str, *, older_than_s: float = 3600.0) -> int:

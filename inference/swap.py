@@ -1,22 +1,26 @@
-"""Bringing a version up and switching traffic to it, with Triton's explicit model control.
+"""Bringing a version up and switching traffic to it, inside the serving model process.
 
-config.pbtxt's `version_policy` names exactly the serving version. A swap from A to B
-rewrites it to [B] and sends `load_model` over gRPC. Triton then loads B while A keeps
-serving, and only when B's `initialize` has returned (which loads base + adapter, checks
-the adapter hash, merges, and runs `warmup_requests` generations) does it move traffic
-to B and unload A; requests already running on A finish. A load that fails leaves A
-serving untouched (Triton's documented reload semantics), the policy goes back to [A],
-and an `Alert` is sent.
+The Triton model keeps its base model loaded and switches LoRA adapters in place
+(`triton_model/model.py`): a swap to B is one control request, `{"op": "activate",
+"version": B}`, to the serving model. Between two batches the instance reads B's
+adapter, checks its hash, merges it into new weight tensors, points the model at them
+and runs `warmup_requests` generations; only then does it answer the control request,
+and every later batch is B's. Requests never wait on a new stub process, a second base
+load or a Triton reload, and each answer carries the version that produced it. A
+version that fails (hash, unreadable weights, warm-up) is refused by the model, which
+keeps serving A, and an `Alert` is sent.
 
-Why not keep [A, B] loaded and switch in the gateway: Triton reloads every version of a
-model whose config changed, so that costs three model loads per swap instead of one
-(measured here: `successfully unloaded ... version 1` after each policy change).
-One torch thread per instance keeps the load from starving serving (FINDINGS.md).
+The controller then writes `active_version.json`, which every instance rereads before
+each batch, so a model with several instances all follow, and a model (re)loaded later
+starts on the active version. config.pbtxt's `version_policy` only names the folder
+Triton loads as the runtime (its model.py); it changes only when a version is on another
+base model, which needs a full reload: then the old way applies (rewrite the policy,
+`load_model`; Triton loads the new one beside the old, switches, unloads the old one).
 
-A canary (`start_canary`) is the other way to bring a version up: it is loaded as a second
-Triton model, `<model>-canary` (one load; the live model is not touched), and the gateway
-sends it a share of the traffic until `end_canary` promotes it (a normal swap of the live
-model to it, then the canary model is unloaded) or drops it.
+A canary (`start_canary`) is loaded as a second Triton model, `<model>-canary` (one
+load; the live model is not touched), and the gateway sends it a share of the traffic
+until `end_canary` promotes it (an in-place switch of the live model to its version,
+then the canary model is unloaded) or drops it.
 
 After a switch, `model_versions` in ClickHouse records the new version as `serving` and
 the old one as `retired` (`rolled_back` for a rollback); see `inference.serving_status`.
@@ -32,13 +36,14 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from deploy.settings import FlywheelSettings
 from inference.canary_model import canary_model_name, write_canary_model
-from inference.client import GenerationOptions, TritonChat
+from inference.client import ControlRefusedError, GenerationOptions, TritonChat
 from inference.errors import (
     InferenceError,
     ServingStatusError,
@@ -51,6 +56,7 @@ from inference.repository import (
     read_metadata,
     set_loaded_versions,
     versions,
+    write_active_version,
 )
 from inference.routing import Routing, read_routing, write_routing
 from inference.serving_status import CANARY, ROLLED_BACK, ServingStatusWriter
@@ -59,6 +65,8 @@ from schemas import Alert, Severity
 logger = logging.getLogger(__name__)
 
 WARMUP_PROMPT = "user: hello, can you help me?\nassistant:"
+#: How the model refuses a version on another base model (triton_model/model.py).
+BASE_CHANGED = "base model differs"
 ALERT_SWAP_FAILED = "FlywheelModelSwapFailed"
 ALERT_CANARY_ROLLED_BACK = "FlywheelCanaryRolledBack"
 
@@ -67,7 +75,12 @@ AlertSink = Callable[[Alert], None]
 
 @dataclass(frozen=True)
 class SwapResult:
-    """What a swap did and how long its steps took."""
+    """What a swap did and how long its steps took.
+
+    `load_s`: until the new version served (the in-place switch, or a full reload);
+    `switch_ms`: the model's own time to read, merge and warm up the adapter (0 after a
+    full reload); `warmup_s`: the check request after the switch.
+    """
 
     model: str
     previous: int
@@ -75,6 +88,7 @@ class SwapResult:
     load_s: float
     warmup_s: float
     total_s: float
+    switch_ms: float = 0.0
 
 
 class SwapController:
@@ -122,10 +136,23 @@ class SwapController:
                 self._unload(canary_model_name(self.model))
                 self._record(lambda: self.serving_status.mark(dropped, ROLLED_BACK))
             routing = replace(routing, canary=None, canary_share=0.0)
-            # Rewriting an unchanged config would make Triton reload the live version.
-            if loaded_versions_in_config(self.repo, self.model) != [routing.live]:
-                set_loaded_versions(self.repo, self.model, [routing.live])
-            if not self._ready(routing.live):
+            switched = False
+            if self._runtime_ready():
+                # Already serving (a controller restart): make sure it serves the live one.
+                try:
+                    self._activate(routing.live)
+                    switched = True
+                except ControlRefusedError as e:
+                    raise SwapError(f"{self.model} could not switch back to its live version "
+                                    f"{routing.live}: {e}") from e
+                except SwapError as e:  # a model loaded from older code: reload it
+                    logger.warning("%s takes no control request (%s); reloading it",
+                                   self.model, e)
+            write_active_version(self.repo, self.model, routing.live)
+            if not switched:
+                # Rewriting an unchanged config would make Triton reload the model.
+                if loaded_versions_in_config(self.repo, self.model) != [routing.live]:
+                    set_loaded_versions(self.repo, self.model, [routing.live])
                 self._load(routing.live)
             routing = write_routing(self.repo, self.model, routing)
             self._record(lambda: self.serving_status.ensure_serving(routing.live))
@@ -134,7 +161,7 @@ class SwapController:
     def deploy(
         self, version: int, *, reason: str = "deploy", history: list[int] | None = None
     ) -> SwapResult:
-        """Swap traffic to `version`: Triton loads and warms it, then replaces the old one.
+        """Swap traffic to `version`: the serving model switches to its adapter in place.
 
         Raises:
             SwapError: the version is unknown or failed to load or warm up; the old
@@ -151,12 +178,17 @@ class SwapController:
             if version not in versions(self.repo, self.model):
                 self.reject(version, old, f"version {version} is not in {self.repo / self.model}",
                             reason)
-            set_loaded_versions(self.repo, self.model, [version])
+            switch_ms = 0.0
             try:
-                self._load(version)
+                switch_ms = float(self._activate(version).get("switch_ms", 0.0))
+            except ControlRefusedError as e:
+                if BASE_CHANGED not in str(e):
+                    self.reject(version, old, str(e), reason)
+                self._reload(version, old=old, reason=reason)
             except (SwapError, TritonUnavailableError) as e:
-                set_loaded_versions(self.repo, self.model, [old])
                 self.reject(version, old, str(e), reason)
+            # Every other instance follows before its next batch; a reload starts on it.
+            write_active_version(self.repo, self.model, version)
             load_s = time.perf_counter() - started
             # `history` lists the versions live before, oldest first; a rollback pops it.
             after = [*routing.history, old][-20:] if history is None else history
@@ -173,9 +205,10 @@ class SwapController:
         except InferenceError as e:  # already serving: report, do not undo
             logger.warning("post-swap check of %s v%s failed: %s", self.model, version, e)
         total_s = time.perf_counter() - started
-        logger.info("%s: %s -> %s (%s) load+switch %.1f s, total %.1f s", self.model,
-                    old, version, reason, load_s, total_s)
-        return SwapResult(self.model, old, version, load_s, time.perf_counter() - t1, total_s)
+        logger.info("%s: %s -> %s (%s) switch %.2f s (in the model %.0f ms), total %.1f s",
+                    self.model, old, version, reason, load_s, switch_ms, total_s)
+        return SwapResult(self.model, old, version, load_s, time.perf_counter() - t1, total_s,
+                          switch_ms)
 
     def start_canary(self, version: int, *, share: float) -> Routing:
         """Load `version` as the canary model and route `share` (0-1) of requests to it.
@@ -275,15 +308,22 @@ class SwapController:
             chat.complete(WARMUP_PROMPT, version=version, options=options)
 
     def status(self) -> list[dict[str, object]]:
-        """Every version with its metadata, routing role and Triton state."""
+        """Every version with its metadata, routing role and serving state.
+
+        `triton_state` is READY for the version the live model serves (as the model itself
+        says) and for a loaded canary, UNLOADED for the others.
+        """
         routing = read_routing(self.repo, self.model) or Routing()
         states: dict[str, str] = {}
         try:
-            with closing(grpcclient.InferenceServerClient(self.settings.triton.grpc_address)) as c:
-                for entry in c.get_model_repository_index(as_json=True).get("models", []):
-                    if entry.get("name") == self.model and entry.get("version"):
-                        states[entry["version"]] = entry.get("state", "")
-        except InferenceServerException as e:
+            if self._runtime_ready():
+                with TritonChat(self.settings.triton.grpc_address, model=self.model,
+                                timeout_s=self.settings.inference.request_timeout_s) as chat:
+                    states[str(chat.control("status")["version"])] = "READY"
+            canary = canary_model_name(self.model)
+            if routing.canary is not None and self._runtime_ready(canary):
+                states[str(routing.canary)] = "READY"
+        except InferenceError as e:
             logger.warning("Triton unreachable for status: %s", e)
         rows: list[dict[str, object]] = []
         for version in versions(self.repo, self.model):
@@ -297,6 +337,37 @@ class SwapController:
         return rows
 
     # -- steps --------------------------------------------------------------------------
+
+    def _activate(self, version: int) -> dict[str, Any]:
+        """Ask the serving model to switch to `version` in place; returns its new state.
+
+        Raises:
+            ControlRefusedError: the model refused the version (it serves the old one).
+            SwapError: the control request failed otherwise.
+            TritonUnavailableError: Triton cannot be reached.
+        """
+        with TritonChat(self.settings.triton.grpc_address, model=self.model,
+                        timeout_s=self.settings.inference.load_timeout_s) as chat:
+            try:
+                return chat.control("activate", version=version)
+            except (ControlRefusedError, TritonUnavailableError):
+                raise
+            except InferenceError as e:
+                raise SwapError(f"activating version {version} failed: {e}") from e
+
+    def _reload(self, version: int, *, old: int, reason: str) -> None:
+        """Reload the model on `version`'s folder (a new base model): Triton loads it
+        beside the old one and switches when it is ready; on failure the old one serves."""
+        logger.warning("%s version %s is on another base model: full reload", self.model,
+                       version)
+        write_active_version(self.repo, self.model, version)
+        set_loaded_versions(self.repo, self.model, [version])
+        try:
+            self._load(version)
+        except (SwapError, TritonUnavailableError) as e:
+            write_active_version(self.repo, self.model, old)
+            set_loaded_versions(self.repo, self.model, [old])
+            self.reject(version, old, str(e), reason)
 
     def _load(self, version: int, *, model: str | None = None) -> None:
         timeout_s = self.settings.inference.load_timeout_s
@@ -339,10 +410,11 @@ class SwapController:
         except InferenceServerException as e:  # best effort: it may never have loaded
             logger.warning("could not unload %s: %s", model, e)
 
-    def _ready(self, version: int) -> bool:
+    def _runtime_ready(self, model: str | None = None) -> bool:
+        """Whether Triton has the model loaded and ready (any version folder)."""
         try:
             with closing(grpcclient.InferenceServerClient(self.settings.triton.grpc_address)) as c:
-                return bool(c.is_model_ready(self.model, str(version)))
+                return bool(c.is_model_ready(model or self.model))
         except InferenceServerException:
             return False
 

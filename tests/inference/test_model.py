@@ -1,4 +1,4 @@
-"""The Triton chat model: base and adapter versions generate; bad requests get clear errors."""
+"""The Triton chat model: versions switch in place and generate; bad requests get clear errors."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from deploy.settings import FlywheelSettings
-from inference.client import GenerationOptions, TritonChat
+from inference.client import (
+    ControlRefusedError,
+    GenerationOptions,
+    TritonChat,
+    VersionUnavailableError,
+)
 from inference.errors import BadRequestError
-from inference.repository import next_version, set_loaded_versions, write_version
+from inference.repository import next_version, write_version
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +37,7 @@ def test_base_version_generates_with_token_counts(
     assert answer.finish_reason in ("stop", "length")
 
 
-def test_adapter_version_loads_beside_the_base_and_answers_differently(
+def test_an_adapter_version_is_switched_in_place_and_answers_differently(
     settings: FlywheelSettings, chat_model: str, tiny_base: Path, tiny_adapter: Path,
     triton_client: grpcclient.InferenceServerClient,
 ) -> None:
@@ -41,16 +46,61 @@ def test_adapter_version_loads_beside_the_base_and_answers_differently(
     version = next_version(repo, chat_model)
     write_version(repo, chat_model, version, adapter_dir=tiny_adapter,
                   metadata={"base_model": str(tiny_base), "adapter_id": "adapter-a"})
-    set_loaded_versions(repo, chat_model, [1, version])
-    triton_client.load_model(chat_model)
 
     options = GenerationOptions(max_new_tokens=8)
     with TritonChat(settings.triton.grpc_address, model=chat_model) as chat:
-        base = chat.complete("user: my laptop", version=1, options=options)
-        tuned = chat.complete("user: my laptop", version=version, options=options)
+        base = chat.complete("user: my laptop", options=options)
+        state = chat.control("activate", version=version)
+        tuned = chat.complete("user: my laptop", options=options)
+        back = chat.control("activate", version=1)
+        again = chat.complete("user: my laptop", options=options)
 
-    assert (base.adapter_id, tuned.adapter_id) == ("base", "adapter-a")
+    assert (state["version"], state["adapter_id"]) == (version, "adapter-a")
+    assert (base.version, base.adapter_id) == (1, "base")
+    assert (tuned.version, tuned.adapter_id) == (version, "adapter-a")
     assert base.text != tuned.text
+    assert back["version"] == 1 and again.text == base.text
+    assert [v["state"] for v in triton_client.get_model_repository_index(as_json=True)["models"]
+            if v["name"] == chat_model] == ["READY"]  # no second version was loaded
+
+
+def test_activating_a_corrupt_adapter_is_refused_and_the_active_version_serves_on(
+    settings: FlywheelSettings, chat_model: str, tiny_base: Path, tiny_adapter: Path,
+    triton_client: grpcclient.InferenceServerClient,
+) -> None:
+    repo = settings.triton_model_repository()
+    triton_client.load_model(chat_model)
+    version = next_version(repo, chat_model)
+    folder = write_version(repo, chat_model, version, adapter_dir=tiny_adapter,
+                           metadata={"base_model": str(tiny_base), "adapter_id": "adapter-bad"})
+    (folder / "adapter" / "adapter_model.safetensors").write_bytes(b"tampered")
+
+    with TritonChat(settings.triton.grpc_address, model=chat_model) as chat:
+        with pytest.raises(ControlRefusedError, match="sha256"):
+            chat.control("activate", version=version)
+        answer = chat.complete("user: still there?", version=1)
+
+    assert (answer.version, answer.adapter_id) == (1, "base")
+
+
+def test_a_request_for_a_version_that_is_not_active_is_refused(
+    settings: FlywheelSettings, chat_model: str, triton_client: grpcclient.InferenceServerClient
+) -> None:
+    triton_client.load_model(chat_model)
+    with TritonChat(settings.triton.grpc_address, model=chat_model) as chat:
+        with pytest.raises(VersionUnavailableError, match="not active"):
+            chat.complete("user: hi", version=5)
+
+
+def test_a_control_request_that_is_not_json_gets_a_bad_request_error(
+    chat_model: str, triton_client: grpcclient.InferenceServerClient
+) -> None:
+    triton_client.load_model(chat_model)
+    control = grpcclient.InferInput("control", [1, 1], "BYTES")
+    control.set_data_from_numpy(np.array([[b"activate 2"]], dtype=np.object_))
+
+    with pytest.raises(Exception, match="control must be JSON"):
+        triton_client.infer(chat_model, [control])
 
 
 def test_concurrent_requests_with_mixed_options_all_get_answers(
