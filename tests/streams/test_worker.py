@@ -307,10 +307,10 @@ def test_feedback_waiting_for_its_turn_survives_a_kill_9(
     first = start_worker(worker_settings, topics, group=base, log=log)
     try:
         deadline = time.monotonic() + 90
-        while count(f"SELECT count() FROM {db}.stream_ledger FINAL WHERE event_id IN "
+        while count(f"SELECT count() FROM {db}.feedback FINAL WHERE event_id IN "
                     "{ids:Array(UUID)}") < len(ids) and time.monotonic() < deadline:
             time.sleep(0.3)
-        time.sleep(1.0)  # the offsets commit right after the ledger insert
+        time.sleep(1.0)  # the offsets commit right after the last insert of the flush
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(10)
