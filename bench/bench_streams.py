@@ -84,9 +84,14 @@ def produce(settings: FlywheelSettings, topics: Topics, batch: list[tuple[str, b
 
 
 def landed_rows(client: Any, db: str, topics: Topics) -> int:
-    return int(client.query(
-        f"SELECT (SELECT count() FROM {db}.stream_ledger WHERE source_topic IN "
-        f"('{topics.chat}', '{topics.feedback}'))").result_rows[0][0])
+    """Records whose row is queryable: curated turns and feedback, quarantine, errors.
+
+    Not the ledger: each flush writes it before the other tables, so it runs ahead.
+    """
+    sources = f"('{topics.chat}', '{topics.feedback}')"
+    counts = " + ".join(f"(SELECT count() FROM {db}.{table} WHERE source_topic IN {sources})"
+                        for table in ("chat_turns", "feedback", "quarantine", "stream_errors"))
+    return int(client.query(f"SELECT {counts}").result_rows[0][0])
 
 
 def run_workers(settings: FlywheelSettings, client: Any, *, workers: int, total: int,
