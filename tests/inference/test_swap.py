@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -93,6 +94,10 @@ def test_a_swap_under_load_fails_no_request_and_moves_traffic_to_the_new_version
         for t in threads:
             t.start()
         try:
+            # The in-place switch takes milliseconds: let the base answer under load first.
+            deadline = time.monotonic() + 60
+            while answered["base"] < 8 and not failures and time.monotonic() < deadline:
+                time.sleep(0.05)
             result = controller.deploy(version)
             with httpx.Client(base_url=url, headers=KEY, timeout=30) as http:
                 after = [http.post("/v1/chat/completions", json=ASK).json() for _ in range(3)]
