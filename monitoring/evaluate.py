@@ -39,7 +39,8 @@ class DriftSuite:
         alpha, minimum = settings.alpha, settings.min_window_rows
         self.embedding = EmbeddingDriftDetector(
             alpha=alpha, permutations=settings.permutations, min_rows=minimum,
-            max_rows=settings.max_window_rows)
+            max_rows=settings.max_window_rows, scan_fractions=settings.embedding_scan_fractions,
+            bandwidth_factor=settings.embedding_bandwidth_factor)
         self.categorical = [
             CategoricalDriftDetector(f, threshold=settings.psi_threshold, alpha=alpha,
                                      min_rows=minimum)
@@ -91,6 +92,8 @@ class DriftSuite:
             return self.embedding.compare(np.zeros((len(reference), 1)),
                                           np.zeros((len(current), 1)), labels=labels)
         limit = self._settings.max_window_rows
+        # Windows are read newest first, so the limit keeps the newest turns and the
+        # detector's scan of the newest fractions sees the most recent ones.
         return self.embedding.compare(self._encode(list(reference)[:limit]),
                                       self._encode(list(current)[:limit]), labels=labels)
 

@@ -12,7 +12,12 @@ from monitoring.drift.distribution import (
     jensen_shannon,
     population_stability_index,
 )
-from monitoring.drift.embedding import EmbeddingDriftDetector, MmdTest, mmd_permutation_test
+from monitoring.drift.embedding import (
+    EmbeddingDriftDetector,
+    MmdTest,
+    mmd_permutation_test,
+    mmd_scan_test,
+)
 from monitoring.drift.result import DriftResult, DriftStatus
 
 __all__ = [
@@ -26,5 +31,6 @@ __all__ = [
     "RateChangeDetector",
     "jensen_shannon",
     "mmd_permutation_test",
+    "mmd_scan_test",
     "population_stability_index",
 ]
