@@ -12,11 +12,10 @@ that batches and compresses. When the local queue is full, `send` waits for room
 of dropping; every delivery is reported, and a failed one raises `DeliveryError` from the
 call that waits for it (`send_and_wait`, `send_async`, `flush` or `close`).
 
-Delivery reports are served by the thread that calls `send` (right after it queued its
-event, as a plain confluent-kafka loop does) and, while nobody sends, by a background
-thread. Served only by the background thread, they cost a GIL hand-off between the two
-threads per event, the largest part of the SDK's overhead over a plain loop (BENCHMARKS.md,
-"Producer SDK and HTTP ingest").
+Delivery reports are served by the thread that calls `send` (every few calls, without
+blocking) and, while nobody sends, by a background thread. Served only by the background
+thread, they cost a GIL hand-off between the two threads per event, the largest part of
+the SDK's overhead over a plain loop (BENCHMARKS.md, "Producer SDK and HTTP ingest").
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from schemas.base import Contract
 from schemas.chat import ChatEvent
-from schemas.envelope import encode
+from schemas.envelope import encode, encoder
 from schemas.feedback import FeedbackEvent
 from streams.errors import DeliveryError, EnqueueTimeoutError, ProducerClosedError
 from streams.topics import CHAT_EVENTS, FEEDBACK_EVENTS
@@ -51,6 +50,9 @@ _LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
 #: serves delivery reports itself meanwhile. Bounds the extra delay of a report for an
 #: event queued just before the sending stopped.
 _STAND_BACK_S = 0.01
+#: `send` serves delivery reports once per this many calls. A poll costs about as much as
+#: queuing the event itself and mostly finds nothing: reports come back a batch at a time.
+_POLL_EVERY_SENDS = 32
 
 EventT = TypeVar("EventT", bound=Contract)
 
@@ -111,6 +113,9 @@ class EventProducer(Generic[EventT]):
         self._sends = 0
         # One bound method for every event, not one per `send`.
         self._on_report = self._record_failure
+        # Serialises this producer's events; built by the first one (an invalid producer
+        # name raises from `send`, as with `encode`, not from the constructor).
+        self._encode: Callable[[EventT], bytes] = self._first_encode
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -231,26 +236,35 @@ class EventProducer(Generic[EventT]):
             TypeError: the event is not of this producer's type.
             EnqueueTimeoutError: the queue stayed full for `kafka.producer.enqueue_timeout_s`.
         """
-        self._enqueue(event, on_delivery)
-        self._sends += 1
-        producer = self._producer
-        if producer is not None and not self._thread.in_callback:
-            # Serve the reports that arrived meanwhile here, without blocking: cheaper than
-            # waking the background thread for each (see `_poll_loop`).
-            producer.poll(0)
+        if on_delivery is None and type(event) is self.event_type:
+            # The hot path: what `_prepare` does, minus its checks and closure.
+            self._produce(self.key_of(event), self._encode(event), self._on_report)
+        else:
+            self._produce(*self._prepare(event, on_delivery))
+        self._sends = sends = self._sends + 1
+        if not sends % _POLL_EVERY_SENDS:
+            producer = self._producer
+            if producer is not None and not self._thread.in_callback:
+                # Serve the reports that arrived meanwhile here, without blocking: cheaper
+                # than waking the background thread for each (see `_poll_loop`).
+                producer.poll(0)
 
-    def _enqueue(self, event: EventT, on_delivery: DeliveryCallback | None) -> None:
+    def _prepare(
+        self, event: EventT, on_delivery: DeliveryCallback | None
+    ) -> tuple[bytes, bytes, Callable[[KafkaError | None, Message], None]]:
+        """The key, value and librdkafka callback of one event."""
         if not isinstance(event, self.event_type):
             raise TypeError(
                 f"{type(self).__name__} sends {self.event_type.__name__}, "
                 f"not {type(event).__name__}"
             )
-        value = encode(event, producer=self._producer_name)
+        if type(event) is self.event_type:
+            value = self._encode(event)
+        else:  # a subclass: `encode` refuses it with the reason
+            value = encode(event, producer=self._producer_name)
         key = self.key_of(event)
         if on_delivery is None:
-            # The hot path: one shared callback, no per-event closure.
-            self._produce(key, value, self._on_report)
-            return
+            return key, value, self._on_report
         event_id: UUID | None = getattr(event, "event_id", None)
         thread = self._thread
 
@@ -265,7 +279,11 @@ class EventProducer(Generic[EventT]):
             finally:
                 thread.in_callback = False
 
-        self._produce(key, value, delivered)
+        return key, value, delivered
+
+    def _first_encode(self, event: EventT) -> bytes:
+        self._encode = encoder(self.event_type, producer=self._producer_name)  # type: ignore[arg-type]
+        return self._encode(event)
 
     def _report(
         self, event_id: UUID | None, error: KafkaError | None, message: Message
@@ -292,14 +310,19 @@ class EventProducer(Generic[EventT]):
         """The Kafka key: the conversation id, so a conversation stays on one partition."""
         return str(event.conversation_id).encode()  # type: ignore[attr-defined]
 
-    def _produce(self, key: bytes, value: bytes, callback: Callable[..., None]) -> None:
+    def _produce(
+        self, key: bytes, value: bytes, callback: Callable[..., None], *, wait: bool = True
+    ) -> bool:
+        """Queue one message; False when the queue is full and `wait` is False."""
         producer = self._producer if self._producer is not None else self._client()
         deadline: float | None = None  # set on the first full queue, off the hot path
         while True:
             try:
                 producer.produce(self._topic, value=value, key=key, on_delivery=callback)
-                return
+                return True
             except BufferError:
+                if not wait:
+                    return False
                 # Backpressure: the local queue is full; wait for deliveries to free room.
                 now = time.monotonic()
                 if deadline is None:
@@ -333,7 +356,7 @@ class EventProducer(Generic[EventT]):
             done.set()
 
         # Not `send`: the background thread must serve this report at once, not stand back.
-        self._enqueue(event, on_delivery)
+        self._produce(*self._prepare(event, on_delivery))
         limit_s = timeout_s or self._settings.producer.delivery_timeout_ms / 1000 + 5
         if not done.wait(limit_s):
             raise DeliveryError(
@@ -353,9 +376,12 @@ class EventProducer(Generic[EventT]):
         def on_delivery(report: DeliveryReport) -> None:
             loop.call_soon_threadsafe(_resolve, future, report)
 
-        # Queuing may block on backpressure: keep it off the event loop. Not `send`: the
-        # background thread must serve this report at once, not stand back.
-        await asyncio.to_thread(self._enqueue, event, on_delivery)
+        # Not `send`: the background thread must serve this report at once, not stand back.
+        # Queued from the event loop when there is room (no thread hop per event); waiting
+        # for room happens in a worker thread, off the loop.
+        prepared = self._prepare(event, on_delivery)
+        if not self._produce(*prepared, wait=False):
+            await asyncio.to_thread(self._produce, *prepared)
         return _checked(await future)
 
     def _raise_failures(self) -> None:

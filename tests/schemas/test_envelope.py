@@ -139,3 +139,22 @@ def test_an_invalid_producer_name_is_refused() -> None:
     stored = decode((FIXTURES / "chat_event" / "v1.json").read_bytes())
     with pytest.raises(SchemaValidationError, match="producer"):
         encode(stored.payload, producer="has spaces")
+
+
+def test_an_encoder_writes_the_same_bytes_as_encode(monkeypatch: pytest.MonkeyPatch) -> None:
+    from schemas.envelope import encoder
+
+    monkeypatch.setattr("schemas.envelope.time.time_ns", lambda: 1_795_682_088_123_456_789)
+    stored = decode((FIXTURES / "chat_event" / "v1.json").read_bytes())
+    encode_chat = encoder(ChatEvent, producer="svc-1")
+    assert encode_chat(stored.payload) == encode(stored.payload, producer="svc-1")
+
+
+def test_an_encoder_checks_its_kind_and_producer_once_when_built() -> None:
+    from schemas.envelope import encoder
+    from schemas.platform import DatasetSnapshot
+
+    with pytest.raises(UnknownSchemaError):
+        encoder(DatasetSnapshot, producer="svc-1")  # type: ignore[type-var]
+    with pytest.raises(SchemaValidationError, match="producer"):
+        encoder(FeedbackEvent, producer="has spaces")

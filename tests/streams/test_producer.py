@@ -147,6 +147,24 @@ def test_a_full_local_queue_makes_send_wait_and_nothing_is_dropped(
     assert len(consume(kafka_topic, len(sent))) == len(sent)
 
 
+def test_send_async_with_a_full_local_queue_waits_and_nothing_is_dropped(
+    settings: FlywheelSettings, kafka_topic: str, consume: Callable[..., list[Any]]
+) -> None:
+    tiny_queue = with_producer(settings, queue_max_messages=5, linger_ms=20)
+    sent = chat_events(60)
+
+    async def main() -> list[DeliveryReport]:
+        async with ChatEventProducer(
+            tiny_queue.kafka, producer_name="test", topic=kafka_topic
+        ) as producer:
+            return await asyncio.gather(*(producer.send_async(e) for e in sent))
+
+    reports = asyncio.run(main())
+    assert all(r.ok for r in reports)
+    assert {r.event_id for r in reports} == {e.event_id for e in sent}
+    assert len(consume(kafka_topic, len(sent))) == len(sent)
+
+
 def test_an_unreachable_broker_raises_instead_of_dropping(settings: FlywheelSettings) -> None:
     nowhere = settings.kafka.model_copy(
         update={"bootstrap_servers": "127.0.0.1:1",
