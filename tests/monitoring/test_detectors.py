@@ -15,8 +15,11 @@ from monitoring.drift import (
     RateChangeDetector,
     jensen_shannon,
     mmd_permutation_test,
+    mmd_scan_test,
     population_stability_index,
 )
+from deploy.settings import MonitoringSettings
+from monitoring.drift.embedding import _null_tail
 from monitoring.drift.output import Answers, OutputDriftDetector, is_refusal
 
 
@@ -41,13 +44,75 @@ def test_mmd_p_values_are_roughly_uniform_when_both_windows_come_from_one_distri
 def test_mmd_finds_a_shift_of_one_standard_deviation_with_a_tiny_p_value() -> None:
     test = mmd_permutation_test(gaussian(200, seed=1), gaussian(200, shift=1.0, seed=2),
                                 permutations=200, alpha=0.001)
-    assert test.p_value < 1e-6
+    assert test.p_value < 1e-5  # the skewness-matched tail is heavier than a Gamma's
     assert test.mmd2 > test.threshold
 
 
 def test_mmd_refuses_windows_of_different_widths() -> None:
     with pytest.raises(ValueError, match="widths differ"):
         mmd_permutation_test(gaussian(10, dim=4), gaussian(10, dim=5))
+
+
+def newest_first(recent: np.ndarray, older: np.ndarray) -> np.ndarray:
+    return np.concatenate([recent, older])
+
+
+def test_mmd_scan_finds_a_shift_in_the_newest_quarter_that_the_whole_window_test_misses() -> None:
+    for seed in range(3):
+        reference = gaussian(400, seed=seed)
+        current = newest_first(gaussian(100, shift=1.0, seed=100 + seed),
+                               gaussian(300, seed=200 + seed))
+        whole = mmd_scan_test(reference, current, fractions=(1.0,), permutations=200, seed=seed)
+        scan = mmd_scan_test(reference, current, permutations=200, seed=seed)
+        assert whole.p_value > 1e-3
+        assert scan.p_value < 1e-6
+        assert scan.n_current == 100
+        assert scan.mmd2 > scan.threshold
+
+
+def test_mmd_scan_p_values_stay_calibrated_when_both_windows_come_from_one_distribution(
+) -> None:
+    p_values = [
+        mmd_scan_test(gaussian(120, seed=2 * i), gaussian(120, seed=2 * i + 1),
+                      permutations=200, seed=i).p_value
+        for i in range(40)
+    ]
+    # Bonferroni over three sub-windows: at most about 10% below 0.1, none absurdly small.
+    assert sum(p < 0.1 for p in p_values) <= 8
+    assert min(p_values) > 1e-3
+
+
+def test_null_tail_fit_follows_a_null_more_skewed_than_a_gamma_with_its_mean_and_variance(
+) -> None:
+    # Like MMD on sentence embeddings: a large mean, a small spread, and a few dominant
+    # chi-square terms that make it far more skewed (~1.0) than the two-moment Gamma (0.17).
+    rng = np.random.default_rng(0)
+
+    def draw(k: int) -> np.ndarray:
+        return 50 + 2 * rng.chisquare(1, k) + rng.chisquare(10, k)
+
+    quantile = float(np.quantile(draw(2_000_000), 1 - 1e-4))
+    tails = [float(_null_tail(draw(500)).sf(quantile)) for _ in range(9)]
+    # The true tail there is 1e-4; a Gamma of the same mean and variance says ~1e-7.
+    assert 1e-5 < float(np.median(tails)) < 1e-3
+
+
+def test_mmd_scan_refuses_fractions_outside_zero_to_one() -> None:
+    with pytest.raises(ValueError, match="scan fractions"):
+        mmd_scan_test(gaussian(10), gaussian(10), fractions=(1.0, 1.5))
+
+
+def test_settings_refuse_scan_fractions_outside_zero_to_one() -> None:
+    with pytest.raises(ValueError, match="embedding_scan_fractions must be fractions"):
+        MonitoringSettings(embedding_scan_fractions=(1.0, 0.0))
+
+
+def test_embedding_detector_says_when_the_newest_turns_drifted() -> None:
+    detector = EmbeddingDriftDetector(permutations=200, min_rows=50)
+    current = newest_first(gaussian(100, shift=1.0, seed=7), gaussian(300, seed=8))
+    result = detector.compare(gaussian(400, seed=6), current)
+    assert result.status == "drift"
+    assert "newest 100 of 400 turns" in result.detail
 
 
 @pytest.mark.parametrize(("n_reference", "n_current"), [(0, 0), (0, 100), (100, 3), (49, 49)])
