@@ -4,11 +4,13 @@ The Triton model keeps its base model loaded and switches LoRA adapters in place
 (`triton_model/model.py`): a swap to B is one control request, `{"op": "activate",
 "version": B}`, to the serving model. Between two batches the instance reads B's
 adapter, checks its hash, merges it into new weight tensors, points the model at them
-and runs `warmup_requests` generations; only then does it answer the control request,
-and every later batch is B's. Requests never wait on a new stub process, a second base
-load or a Triton reload, and each answer carries the version that produced it. A
-version that fails (hash, unreadable weights, warm-up) is refused by the model, which
-keeps serving A, and an `Alert` is sent.
+and checks them with a forward pass (finite logits; the generation code is already warm
+in that process); only then does it answer the control request, and every later batch
+is B's. The controller then sends B one real generation as a post-switch check.
+Requests never wait on a new stub process, a second base load or a Triton reload, and
+each answer carries the version that produced it. A version that fails (hash,
+unreadable weights, check) is refused by the model, which keeps serving A, and an
+`Alert` is sent.
 
 The controller then writes `active_version.json`, which every instance rereads before
 each batch, so a model with several instances all follow, and a model (re)loaded later
@@ -78,7 +80,7 @@ class SwapResult:
     """What a swap did and how long its steps took.
 
     `load_s`: until the new version served (the in-place switch, or a full reload);
-    `switch_ms`: the model's own time to read, merge and warm up the adapter (0 after a
+    `switch_ms`: the model's own time to read, merge and check the adapter (0 after a
     full reload); `warmup_s`: the check request after the switch.
     """
 

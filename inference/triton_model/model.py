@@ -4,14 +4,15 @@ Copied, with lora_merge.py, into every version folder of the model repository by
 `inference.repository`. The folder Triton loads is only the runtime: the instance loads
 the base model once, then serves whichever version is *active*, switching adapters
 inside this process (read the version's `adapter/`, check its sha256 against
-`metadata.json`, merge, warm up) without a new stub process or a second base in memory.
+`metadata.json`, merge, check) without a new stub process or a second base in memory.
 
 Which version is active:
 - at load: the version named by `<model>/active_version.json` (written by the
   controller), or this folder's own version when there is none;
 - a control request `{"op": "activate", "version": N}` (the `control` input) switches
-  this instance and answers once N has passed its warm-up; a version that fails (hash,
-  unreadable weights, warm-up) is refused with the reason and the previous one keeps
+  this instance and answers once N has passed its check (a forward pass with finite
+  logits; at load, `warmup_requests` generations as well); a version that fails (hash,
+  unreadable weights, check) is refused with the reason and the previous one keeps
   serving; a version on another base model is refused with `base model differs`
   (that needs a full reload of the model, which the controller does);
 - before each batch the instance checks active_version.json's mtime, so every instance
@@ -152,7 +153,7 @@ class TritonPythonModel:
 
         Raises:
             AdapterError: the version is missing, on another base, corrupt, or failed
-                its warm-up.
+                its check.
         """
         started = time.perf_counter()
         if version == self.version:
@@ -175,19 +176,31 @@ class TritonPythonModel:
         previous_weights = self.weights.install(self.weights.build(deltas))
         previous = (self.version, self.adapter_id)
         self.version, self.adapter_id = version, str(meta.get("adapter_id") or "base")
-        # Real generations (greedy and sampled) must succeed before the version answers.
         try:
-            for i in range(self.warmup_requests):
+            self._check_weights()
+            # At load, real generations (greedy and sampled) must succeed too; after that
+            # the generation code is warm in this process and only the weights change.
+            for i in range(self.warmup_requests if not previous[0] else 0):
                 self._generate([self._ids(WARMUP_PROMPT)], max_new_tokens=4,
                                temperature=0.7 if i % 2 else 0.0, top_p=0.9)
         except Exception as e:  # noqa: BLE001 - any failure keeps the previous version
             self.weights.install(previous_weights)
             self.version, self.adapter_id = previous
-            raise AdapterError(f"version {version} failed its warm-up: {e}") from e
+            raise AdapterError(f"version {version} failed its check: {e}") from e
         switch_ms = (time.perf_counter() - started) * 1000
         _log(f"flywheel: activated version {version} ({self.adapter_id}) in "
              f"{switch_ms:.0f} ms, pid {os.getpid()}")
         return self._state(switch_ms=switch_ms)
+
+    def _check_weights(self) -> None:
+        """One forward pass of the warm-up prompt; its logits must be finite."""
+        import torch
+
+        ids = torch.tensor([self._ids(WARMUP_PROMPT)], device=self.device)
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids).logits
+        if not bool(torch.isfinite(logits).all()):
+            raise ValueError("the merged weights give NaN or inf logits")
 
     def _state(self, *, switch_ms: float) -> dict[str, Any]:
         return {"version": self.version, "adapter_id": self.adapter_id,
