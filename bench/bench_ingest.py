@@ -174,6 +174,7 @@ def main() -> None:
                         help="added to the default Kafka and ingest ports (default 30000)")
     args = parser.parse_args()
     timings: dict[str, list[Timing]] = {"plain": [], "plain+encode": [], "sdk": []}
+    loads: list[float] = []  # the machine's 1-minute load average around the rounds
     with tempfile.TemporaryDirectory(prefix="flywheel-bench-") as tmp:
         settings = with_port_offset(bench_settings(Path(tmp)), args.port_offset)
         stack = build_stack(settings)
@@ -190,13 +191,16 @@ def main() -> None:
             for run in runs.values():  # warm-up: the broker's producer ids, code paths
                 run(2_000)
             names = list(runs)
+            loads.append(os.getloadavg()[0])
             for round_index in range(args.rounds):
                 order = names[round_index % 3:] + names[:round_index % 3]
                 for name in order:
                     timings[name].append(runs[name](args.events))
                 print("  ".join(f"{n} {timings[n][-1][0]:,.0f}/s {timings[n][-1][1]:.1f} µs"
                                 for n in names))
+            loads.append(os.getloadavg()[0])
             load = ingest_load(settings, requests=args.requests, clients=4)
+            loads.append(os.getloadavg()[0])
             print(load)
         finally:
             stack.down()
@@ -208,7 +212,9 @@ Command: `.venv/bin/python -m bench.bench_ingest --events {args.events} --rounds
 (a fresh local Kafka 4.1.1 broker, 6-partition topic, idempotent producer, acks=all, lz4).
 Each run creates its client, queues {args.events:,} events, waits for every acknowledgement
 and releases the client; one warm-up run each, then rounds in rotating order. CPU is the
-bench process's CPU time (all threads, librdkafka's included) per event.
+bench process's CPU time (all threads, librdkafka's included) per event. The machine's
+1-minute load average was {loads[0]:.1f} before the rounds, {loads[1]:.1f} after them and
+{loads[2]:.1f} after the HTTP load (2 cores, shared with other work).
 
 | producer | median events/s | median CPU µs/event | events/s per round |
 |---|---|---|---|
@@ -220,13 +226,15 @@ SDK / plain pre-serialised (the issue's baseline, "the same serialized events"):
 **{rate["sdk"] / rate["plain"]:.2f}** events/s (goal ≥ 0.9), {cpu["plain"] / cpu["sdk"]:.2f} by CPU per event.
 SDK / plain serialising in its loop (the same work as the SDK):
 **{rate["sdk"] / rate["plain+encode"]:.2f}** events/s, {cpu["plain+encode"] / cpu["sdk"]:.2f} by CPU per event.
-Serialising the envelope, which the SDK cannot skip, costs
-{cpu["plain+encode"] - cpu["plain"]:.1f} µs of CPU per event here; most of the remaining
-{cpu["sdk"] - cpu["plain+encode"]:.1f} µs is the delivery report of every event handed to Python,
-which the plain loops skip and the SDK needs to surface failures. Where the bench process
-is short of CPU (2 cores shared with the broker and other work), events/s follow CPU per
-event, and with serialising as costly as it is here the SDK cannot reach 0.9 of the
-pre-serialised loop.
+Serialising the envelope (pydantic's serializer writes the payload, about 2 µs of it),
+which the SDK cannot skip, costs {cpu["plain+encode"] - cpu["plain"]:.1f} µs of CPU per event here; the SDK's own
+cost on top is {cpu["sdk"] - cpu["plain+encode"]:.1f} µs, mostly the delivery report of every event handed to
+Python (so a failed delivery reaches the caller), which the plain loops skip.
+Every run starts a new idempotent producer, and no batch leaves before it has a producer
+id: about 0.5 s here (librdkafka retries the id request on a 500 ms timer once its
+bootstrap connection gives way to the broker's own). While the SDK's send loop fits in
+that wait, the SDK keeps pace with the pre-serialised loop; when other work on the 2 cores
+stretches the loop past it, events/s follow CPU per event and the serialising cost shows.
 
 HTTP ingest (`flywheel ingest serve`, one uvicorn worker; 4 concurrent clients, one
 event per request, {args.requests} requests, each 202 only after Kafka acknowledged):
