@@ -8,6 +8,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,14 @@ from inference.controller import run_controller
 from inference.errors import SwapError
 from inference.events import ModelPublishedProducer
 from inference.gateway.server import gateway_in_thread
-from inference.repository import adapter_sha256, next_version, read_metadata, version_dir
+from inference.repository import (
+    adapter_sha256,
+    ensure_model,
+    next_version,
+    read_active_version,
+    read_metadata,
+    version_dir,
+)
 from inference.routing import read_routing
 from inference.swap import ALERT_SWAP_FAILED, SwapController
 from schemas import Alert, DatasetSnapshot, ModelPublished
@@ -132,6 +140,31 @@ def test_rollback_restores_the_previous_version(
     rows = {r["version"]: r for r in controller.status()}
     assert rows[1]["role"] == "live" and rows[version]["triton_state"] != "READY"
     assert read_metadata(controller.repo, controller.model, version)["adapter_id"] == "adapter-rb"
+
+
+def test_every_instance_of_a_model_follows_a_switch_made_through_one_of_them(
+    swap_settings: FlywheelSettings, tiny_base: Path, tiny_adapter: Path,
+    triton_client: grpcclient.InferenceServerClient,
+) -> None:
+    name = f"swap2-{uuid.uuid4().hex[:10]}"
+    repo = swap_settings.triton_model_repository()
+    ensure_model(repo, name, base_model=tiny_base, instance_count=2, device="cpu")
+    controller = SwapController(swap_settings, model=name)
+    try:
+        controller.start(base_model=tiny_base)
+        version = add_adapter_version(swap_settings, name, tiny_base, tiny_adapter,
+                                      adapter_id="adapter-both")
+
+        controller.deploy(version)  # the control request reaches one of the two instances
+
+        with TritonChat(swap_settings.triton.grpc_address, model=name) as chat, \
+                ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: chat.complete("user: hi"), range(24)))
+        assert {(a.version, a.adapter_id) for a in answers} == {(version, "adapter-both")}
+        assert read_active_version(repo, name) == version
+    finally:
+        triton_client.unload_model(name)
+        shutil.rmtree(repo / name, ignore_errors=True)
 
 
 def test_a_version_that_fails_to_load_raises_and_keeps_the_live_one(
