@@ -74,7 +74,7 @@ def read_settings(adapter_dir: Path) -> LoraSettings:
 
 
 def read_deltas(adapter_dir: Path, model: Any) -> dict[str, Any]:
-    """Module name -> the weight delta of each module the adapter targets, on its device.
+    """Module name -> the weight delta (float32) of each module the adapter targets, on its device.
 
     Raises:
         AdapterError: the weights are unreadable, name modules the model lacks, have
@@ -113,7 +113,11 @@ def read_deltas(adapter_dir: Path, model: Any) -> dict[str, Any]:
                                "have; was it trained on another base?")
         if set(pair) != {"lora_A", "lora_B"}:
             raise AdapterError(f"{path} has only {sorted(pair)} for {name!r}")
-        a, b = pair["lora_A"].float(), pair["lora_B"].float()
+        # The rank-r factors are small: move them to the weight's device and multiply
+        # there (on a GPU, a full-size delta built on the CPU costs a host-to-device copy
+        # of every targeted weight in float32).
+        a = pair["lora_A"].to(weight.device, torch.float32)
+        b = pair["lora_B"].to(weight.device, torch.float32)
         if a.dim() != 2 or b.dim() != 2 or b.shape[1] != a.shape[0]:
             raise AdapterError(f"{name!r}: lora_B {tuple(b.shape)} and lora_A {tuple(a.shape)} "
                                "do not multiply")

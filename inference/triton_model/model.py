@@ -43,9 +43,10 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-# lora_merge.py sits beside this file in the version folder.
+# lora_merge.py and version_metrics.py sit beside this file in the version folder.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lora_merge import AdapterError, MergedWeights, read_deltas  # noqa: E402
+from version_metrics import VersionMetrics  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ class TritonPythonModel:
         self.eos_id = self.tokenizer.eos_token_id
         self.version = 0
         self.adapter_id = ""
+        self.metrics = VersionMetrics(args["model_name"])
         try:
             self._activate(version)
         except AdapterError as e:
@@ -188,6 +190,7 @@ class TritonPythonModel:
             self.version, self.adapter_id = previous
             raise AdapterError(f"version {version} failed its check: {e}") from e
         switch_ms = (time.perf_counter() - started) * 1000
+        self.metrics.activated(version)
         _log(f"flywheel: activated version {version} ({self.adapter_id}) in "
              f"{switch_ms:.0f} ms, pid {os.getpid()}")
         return self._state(switch_ms=switch_ms)
@@ -270,9 +273,11 @@ class TritonPythonModel:
                 ids, max_new, temperature, top_p, stop = self._parse(request)
             except RequestError as e:
                 responses[i] = pb_utils.InferenceResponse(error=_bad_request(str(e)))
+                self.metrics.failed(self.version, reason="bad_request")
                 continue
             groups.setdefault((max_new, temperature, top_p), []).append((i, ids, stop))
         for (max_new, temperature, top_p), items in groups.items():
+            started = time.perf_counter()
             try:
                 outputs = self._generate(
                     [ids for _, ids, _ in items], max_new_tokens=max_new,
@@ -281,6 +286,7 @@ class TritonPythonModel:
                 )
             except Exception as e:  # noqa: BLE001 - answer every request, keep the instance
                 logger.exception("generation failed")
+                self.metrics.failed(self.version, reason="generation", count=len(items))
                 for i, _, _ in items:
                     responses[i] = pb_utils.InferenceResponse(
                         error=pb_utils.TritonError(f"generation failed: {e}")
@@ -288,6 +294,8 @@ class TritonPythonModel:
                 continue
             for (i, ids, _), (text, n_new, reason) in zip(items, outputs, strict=True):
                 responses[i] = self._response(text, len(ids), n_new, reason)
+            self.metrics.answered(self.version, count=len(items),
+                                  duration_s=time.perf_counter() - started)
         # After the batch's generations: a switch never delays the requests it came with.
         for i in controls:
             responses[i] = self._control(requests[i])
@@ -376,6 +384,7 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self.model = None
+        self.metrics = None  # its metrics go before their families (Triton requires it)
         logger.info("unloaded %s (pid %s)", self.adapter_id, os.getpid())
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -60,6 +61,10 @@ def test_an_adapter_version_is_switched_in_place_and_answers_differently(
     assert (tuned.version, tuned.adapter_id) == (version, "adapter-a")
     assert base.text != tuned.text
     assert back["version"] == 1 and again.text == base.text
+    metrics = httpx.get(settings.triton.metrics_address, timeout=10).text
+    for answered_by in ("1", str(version)):
+        assert f'flywheel_model_request_success{{model="{chat_model}",version="{answered_by}"}}' \
+            in metrics
     assert [v["state"] for v in triton_client.get_model_repository_index(as_json=True)["models"]
             if v["name"] == chat_model] == ["READY"]  # no second version was loaded
 
