@@ -73,8 +73,38 @@ def read_settings(adapter_dir: Path) -> LoraSettings:
     return LoraSettings(scale=scale, fan_in_fan_out=bool(config.get("fan_in_fan_out")))
 
 
-def read_deltas(adapter_dir: Path, model: Any) -> dict[str, Any]:
-    """Module name -> the weight delta (float32) of each module the adapter targets, on its device.
+@dataclass(frozen=True)
+class LoraUpdate:
+    """One module's adapter update `scale * B @ A`, kept as its rank-r factors.
+
+    The full-size product is only formed inside `merged`, one module at a time, so a
+    switch never holds every targeted module's float32 update at once (on a large base,
+    that would be a large share of the model again).
+    """
+
+    a: Any  # (rank, in) float32, on the weight's device
+    b: Any  # (out, rank) float32, on the weight's device
+    scale: float
+    fan_in_fan_out: bool
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        rows, cols = int(self.b.shape[0]), int(self.a.shape[1])
+        return (cols, rows) if self.fan_in_fan_out else (rows, cols)
+
+    def merged(self, base: Any) -> Any:
+        """`base + update`, computed in float32 and returned in the base's dtype."""
+        import torch
+
+        if self.fan_in_fan_out:  # (B @ A).T == A.T @ B.T
+            out = torch.addmm(base.float(), self.a.T, self.b.T, alpha=self.scale)
+        else:
+            out = torch.addmm(base.float(), self.b, self.a, alpha=self.scale)
+        return out.to(base.dtype)
+
+
+def read_deltas(adapter_dir: Path, model: Any) -> dict[str, LoraUpdate]:
+    """Module name -> the update of each module the adapter targets, on its device.
 
     Raises:
         AdapterError: the weights are unreadable, name modules the model lacks, have
@@ -104,7 +134,7 @@ def read_deltas(adapter_dir: Path, model: Any) -> dict[str, Any]:
     if not pairs:
         raise AdapterError(f"{path} holds no LoRA weights")
     modules = dict(model.named_modules())
-    deltas: dict[str, Any] = {}
+    updates: dict[str, LoraUpdate] = {}
     for name, pair in sorted(pairs.items()):
         target = modules.get(name)
         weight = getattr(target, "weight", None)
@@ -113,24 +143,22 @@ def read_deltas(adapter_dir: Path, model: Any) -> dict[str, Any]:
                                "have; was it trained on another base?")
         if set(pair) != {"lora_A", "lora_B"}:
             raise AdapterError(f"{path} has only {sorted(pair)} for {name!r}")
-        # The rank-r factors are small: move them to the weight's device and multiply
-        # there (on a GPU, a full-size delta built on the CPU costs a host-to-device copy
-        # of every targeted weight in float32).
+        # The factors are small: on a GPU they move to the weight's device, where the
+        # merge runs (a full-size update built on the CPU would cost a host-to-device
+        # copy of every targeted weight in float32).
         a = pair["lora_A"].to(weight.device, torch.float32)
         b = pair["lora_B"].to(weight.device, torch.float32)
         if a.dim() != 2 or b.dim() != 2 or b.shape[1] != a.shape[0]:
             raise AdapterError(f"{name!r}: lora_B {tuple(b.shape)} and lora_A {tuple(a.shape)} "
                                "do not multiply")
-        delta = (b @ a) * settings.scale
-        if settings.fan_in_fan_out:
-            delta = delta.T
-        if tuple(delta.shape) != tuple(weight.shape):
-            raise AdapterError(f"{name!r}: the adapter's update is {tuple(delta.shape)}, the "
+        update = LoraUpdate(a, b, settings.scale, settings.fan_in_fan_out)
+        if update.shape != tuple(weight.shape):
+            raise AdapterError(f"{name!r}: the adapter's update is {update.shape}, the "
                                f"weight is {tuple(weight.shape)}; was it trained on another base?")
-        if not torch.isfinite(delta).all():
+        if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
             raise AdapterError(f"{name!r}: the adapter holds NaN or inf values")
-        deltas[name] = delta
-    return deltas
+        updates[name] = update
+    return updates
 
 
 class MergedWeights:
@@ -144,7 +172,7 @@ class MergedWeights:
         #: Modules whose weight currently is a merged tensor.
         self._merged: set[str] = set()
 
-    def build(self, deltas: dict[str, Any]) -> dict[str, Any]:
+    def build(self, deltas: dict[str, LoraUpdate]) -> dict[str, Any]:
         """The weight of each affected module for an adapter (empty deltas: the bare base).
 
         Modules merged now but absent from `deltas` go back to their base tensor.
@@ -153,11 +181,11 @@ class MergedWeights:
 
         weights: dict[str, Any] = {}
         with torch.no_grad():
-            for name, delta in deltas.items():
+            for name, update in deltas.items():
                 base = self._base.get(name)
                 if base is None:  # never touched: the module still holds its base tensor
                     base = self._modules[name].weight.data
-                weights[name] = (base.float() + delta.to(base.device)).to(base.dtype)
+                weights[name] = update.merged(base)
         for name in self._merged - set(deltas):
             weights[name] = self._base[name]
         return weights
