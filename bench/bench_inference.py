@@ -353,8 +353,8 @@ median ModelPublished → new version answering: **{to_new:.2f} s** (aim ≤ 6 s
 
 "model starts switching" is Kafka + the controller (consume, stage the adapter, send the
 control request, which then waits behind the batch being generated); "switch in the model"
-is the serving instance reading, checking and merging the adapter and running its warm-up
-generations, between two batches; "new version answers" is when the first answer tagged
+is the serving instance reading the adapter, checking its hash, merging it and checking the
+merged weights with one forward pass, between two batches; "new version answers" is when the first answer tagged
 with the new version arrived at a client. No Triton load happens during a swap: Triton
 loaded the model once at the start, with no traffic, in
 {(alone[1] - alone[0]) if alone else float("nan"):.1f} s.
