@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -83,10 +84,13 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
 ) -> None:
     """Print the end of a service's log."""
-    target = _supervisor(ctx).get(service)
-    console.print(tail(target.log_path, lines), markup=False, highlight=False)
+    _print_log(_supervisor(ctx).get(service).log_path, lines, follow)
+
+
+def _print_log(path: Path, lines: int, follow: bool) -> None:
+    console.print(tail(path, lines), markup=False, highlight=False)
     if follow:
-        with target.log_path.open() as f:
+        with path.open() as f:
             f.seek(0, 2)
             try:
                 while True:
@@ -97,7 +101,6 @@ def logs(
                         time.sleep(0.5)
             except KeyboardInterrupt:
                 pass
-
 
 def render_status(rows: list[ServiceStatus]) -> None:
     table = Table(title="Flywheel stack")
@@ -144,3 +147,15 @@ def apps_down(ctx: typer.Context, names: ServiceNames = None) -> None:
 def apps_status(ctx: typer.Context) -> None:
     """Show each Flywheel process: pid, address, health."""
     render_status(_apps(ctx).status())
+
+
+@apps_app.command("logs")
+def apps_logs(
+    ctx: typer.Context,
+    service: Annotated[str, typer.Argument(help="Process whose log to show, e.g. "
+                                                 "streams-worker.")],
+    lines: Annotated[int, typer.Option("--lines", "-n", help="How many lines.")] = 50,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
+) -> None:
+    """Print the end of a Flywheel process's log."""
+    _print_log(_apps(ctx).get(service).log_path, lines, follow)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from deploy.local.apps import APPS, build_apps
 from deploy.local.stack import build_apps_supervisor
 from deploy.local.supervisor import Supervisor
-from deploy.settings import FlywheelSettings
+from deploy.settings import FlywheelSettings, settings_to_json
 
 
 def test_every_app_has_a_unique_name_and_a_flywheel_command() -> None:
@@ -47,3 +48,25 @@ def test_the_ingest_app_starts_with_the_parents_settings_and_stops_cleanly(
     finally:
         apps.down()
     assert {r.name: r for r in apps.status()}["ingest"].pid is None
+
+
+def test_apps_logs_prints_the_end_of_a_process_log_and_names_the_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from deploy.cli import app
+    from deploy.clickhouse.config import SETTINGS_ENV
+
+    settings = FlywheelSettings(state_dir=tmp_path)
+    monkeypatch.setenv(SETTINGS_ENV, settings_to_json(settings))
+    log = build_apps_supervisor(settings).get("streams-worker").log_path
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("".join(f"line {i}\n" for i in range(10)))
+    result = CliRunner().invoke(app, ["apps", "logs", "streams-worker", "-n", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == ["line", "8", "line", "9"]
+    result = CliRunner().invoke(app, ["apps", "logs", "stream-worker"])
+    assert result.exit_code != 0  # `flywheel` prints the StackError's message and exits 1
+    message = str(result.exception)
+    assert "'stream-worker'" in message and "streams-worker" in message and "gateway" in message
