@@ -5,7 +5,7 @@
     <repo>/<model>/config.pbtxt          Triton config; `version_policy` names the runtime folder
     <repo>/<model>/active_version.json   the version the model serves (written by the controller)
     <repo>/<model>/<version>/model.py    copy of inference/triton_model/model.py
-    <repo>/<model>/<version>/lora_merge.py, version_metrics.py   and of its helpers
+    <repo>/<model>/<version>/*.py        and of its helper modules (RUNTIME_FILES)
     <repo>/<model>/<version>/metadata.json
     <repo>/<model>/<version>/adapter/    optional peft adapter (adapter_config.json +
                                          adapter_model.safetensors)
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 MODEL_SOURCE_DIR = Path(__file__).resolve().parent / "triton_model"
 MODEL_FILE = "model.py"
 #: Files of inference/triton_model copied into every version folder.
-RUNTIME_FILES = (MODEL_FILE, "lora_merge.py", "version_metrics.py")
+RUNTIME_FILES = (MODEL_FILE, "lora_merge.py", "request_inputs.py", "version_metrics.py")
 ACTIVE_FILE = "active_version.json"
 CONFIG_FILE = "config.pbtxt"
 CONFIG_TEMPLATE = "config.pbtxt.template"

@@ -35,15 +35,13 @@ import fcntl
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import tritonclient.grpc as grpcclient
-from tritonclient.utils import InferenceServerException
-
 from deploy.settings import FlywheelSettings
+from inference import model_control
 from inference.canary_model import canary_model_name, write_canary_model
 from inference.client import ControlRefusedError, GenerationOptions, TritonChat
 from inference.errors import (
@@ -326,9 +324,9 @@ class SwapController:
         states: dict[str, str] = {}
         try:
             if self._runtime_ready():
-                with TritonChat(self.settings.triton.grpc_address, model=self.model,
-                                timeout_s=self.settings.inference.request_timeout_s) as chat:
-                    states[str(chat.control("status")["version"])] = "READY"
+                states[str(model_control.active_version(
+                    self.settings.triton.grpc_address, self.model,
+                    timeout_s=self.settings.inference.request_timeout_s))] = "READY"
             canary = canary_model_name(self.model)
             if routing.canary is not None and self._runtime_ready(canary):
                 states[str(routing.canary)] = "READY"
@@ -347,23 +345,6 @@ class SwapController:
 
     # -- steps --------------------------------------------------------------------------
 
-    def _activate(self, version: int) -> dict[str, Any]:
-        """Ask the serving model to switch to `version` in place; returns its new state.
-
-        Raises:
-            ControlRefusedError: the model refused the version (it serves the old one).
-            SwapError: the control request failed otherwise.
-            TritonUnavailableError: Triton cannot be reached.
-        """
-        with TritonChat(self.settings.triton.grpc_address, model=self.model,
-                        timeout_s=self.settings.inference.load_timeout_s) as chat:
-            try:
-                return chat.control("activate", version=version)
-            except (ControlRefusedError, TritonUnavailableError):
-                raise
-            except InferenceError as e:
-                raise SwapError(f"activating version {version} failed: {e}") from e
-
     def _reload(self, version: int, *, old: int, reason: str) -> None:
         """Reload the model on `version`'s folder (a new base model): Triton loads it
         beside the old one and switches when it is ready; on failure the old one serves."""
@@ -378,31 +359,26 @@ class SwapController:
             set_loaded_versions(self.repo, self.model, [old])
             self.reject(version, old, str(e), reason)
 
-    def _load(self, version: int, *, model: str | None = None) -> None:
-        timeout_s = self.settings.inference.load_timeout_s
-        name = model or self.model
-        try:
-            with closing(grpcclient.InferenceServerClient(self.settings.triton.grpc_address)) as c:
-                c.load_model(name, client_timeout=timeout_s)
-                deadline = time.monotonic() + timeout_s
-                while not c.is_model_ready(name, str(version)):
-                    if time.monotonic() > deadline:
-                        raise SwapError(f"version {version} not ready after {timeout_s:.0f} s")
-                    time.sleep(0.1)
-        except InferenceServerException as e:
-            message = e.message() or str(e)
-            if "failed to connect" in message.lower() or "UNAVAILABLE" in str(e.status()):
-                raise TritonUnavailableError(
-                    f"Triton at {self.settings.triton.grpc_address} is unreachable: {message}"
-                ) from e
-            raise SwapError(f"Triton could not load version {version}: {message}") from e
-
     def _record(self, write: Callable[[], object]) -> None:
         try:
             write()
         except ServingStatusError as e:  # bookkeeping: never undo a swap for it
             logger.error("%s: serving status not recorded in model_versions: %s; it is "
                          "rewritten at the next swap or controller start", self.model, e)
+
+    def _activate(self, version: int) -> dict[str, Any]:
+        return model_control.activate(self.settings.triton.grpc_address, self.model, version,
+                                      timeout_s=self.settings.inference.load_timeout_s)
+
+    def _load(self, version: int, *, model: str | None = None) -> None:
+        model_control.load(self.settings.triton.grpc_address, model or self.model, version,
+                           timeout_s=self.settings.inference.load_timeout_s)
+
+    def _unload(self, model: str) -> None:
+        model_control.unload(self.settings.triton.grpc_address, model)
+
+    def _runtime_ready(self, model: str | None = None) -> bool:
+        return model_control.is_ready(self.settings.triton.grpc_address, model or self.model)
 
     def _drop_canary_model(self, version: int, *, promoted: bool) -> None:
         """Unload the canary model once gateways have reread routing (they poll it)."""
@@ -411,21 +387,6 @@ class SwapController:
         self._unload(canary_model_name(self.model))
         if not promoted:
             self._record(lambda: self.serving_status.mark(version, ROLLED_BACK))
-
-    def _unload(self, model: str) -> None:
-        try:
-            with closing(grpcclient.InferenceServerClient(self.settings.triton.grpc_address)) as c:
-                c.unload_model(model)
-        except InferenceServerException as e:  # best effort: it may never have loaded
-            logger.warning("could not unload %s: %s", model, e)
-
-    def _runtime_ready(self, model: str | None = None) -> bool:
-        """Whether Triton has the model loaded and ready (any version folder)."""
-        try:
-            with closing(grpcclient.InferenceServerClient(self.settings.triton.grpc_address)) as c:
-                return bool(c.is_model_ready(model or self.model))
-        except InferenceServerException:
-            return False
 
     def reject(self, version: int, live: int, detail: str, reason: str) -> None:
         summary = f"{self.model} version {version} was not deployed ({reason}): {detail}"

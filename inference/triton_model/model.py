@@ -43,9 +43,16 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-# lora_merge.py and version_metrics.py sit beside this file in the version folder.
+# Its helper modules sit beside this file in the version folder.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lora_merge import AdapterError, MergedWeights, read_deltas  # noqa: E402
+from request_inputs import (  # noqa: E402
+    RequestError,
+    bad_request,
+    one_number,
+    one_string,
+    strings,
+)
 from version_metrics import VersionMetrics  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -56,10 +63,6 @@ MAX_STOP_SEQUENCES = 4
 ACTIVE_FILE = "active_version.json"
 BASE_CHANGED = "base model differs"
 WARMUP_PROMPT = "hello, can you help me?"
-
-
-class RequestError(ValueError):
-    """A request the model cannot serve; the message is sent back to the client."""
 
 
 def _sha256(path: Path) -> str:
@@ -108,7 +111,10 @@ class TritonPythonModel:
         self.model_dir = Path(args["model_repository"])
         self._active_mtime_ns = self._active_file_mtime_ns()
         version = self._active_file_version() or int(args["model_version"])
-        meta = self._metadata(version)
+        try:
+            meta = self._metadata(version)
+        except AdapterError as e:
+            raise pb_utils.TritonModelException(str(e)) from e
         base = meta.get("base_model")
         if not base or not Path(base).is_dir():
             raise pb_utils.TritonModelException(
@@ -240,7 +246,7 @@ class TritonPythonModel:
                  f"({e}); version {self.version} keeps serving")
 
     def _control(self, request: Any) -> Any:
-        text = _one_string(request, "control") or ""
+        text = one_string(request, "control") or ""
         try:
             command = json.loads(text)
             op = command["op"]
@@ -254,7 +260,7 @@ class TritonPythonModel:
             if isinstance(e, AdapterError):
                 return pb_utils.InferenceResponse(
                     error=pb_utils.TritonError(f"control refused: {e}"))
-            return pb_utils.InferenceResponse(error=_bad_request(
+            return pb_utils.InferenceResponse(error=bad_request(
                 f"control must be JSON like {{\"op\": \"activate\", \"version\": 2}} ({e})"))
         return self._response(json.dumps(state), 0, 0, "stop")
 
@@ -272,7 +278,7 @@ class TritonPythonModel:
             try:
                 ids, max_new, temperature, top_p, stop = self._parse(request)
             except RequestError as e:
-                responses[i] = pb_utils.InferenceResponse(error=_bad_request(str(e)))
+                responses[i] = pb_utils.InferenceResponse(error=bad_request(str(e)))
                 self.metrics.failed(self.version, reason="bad_request")
                 continue
             groups.setdefault((max_new, temperature, top_p), []).append((i, ids, stop))
@@ -302,23 +308,23 @@ class TritonPythonModel:
         return responses
 
     def _parse(self, request: Any) -> tuple[list[int], int, float, float, list[str]]:
-        wanted = _one_number(request, "expect_version", 0)
+        wanted = one_number(request, "expect_version", 0)
         if wanted and int(wanted) != self.version:
             raise RequestError(f"version {int(wanted)} is not active on this instance "
                                f"(it serves {self.version}); ask for the served version")
-        prompt = _one_string(request, "prompt")
+        prompt = one_string(request, "prompt")
         if prompt is None or not prompt.strip():
             raise RequestError("prompt is empty; send the conversation text to complete")
-        max_new = _one_number(request, "max_new_tokens", MAX_NEW_TOKENS_DEFAULT)
+        max_new = one_number(request, "max_new_tokens", MAX_NEW_TOKENS_DEFAULT)
         if not 1 <= max_new <= MAX_NEW_TOKENS_LIMIT:
             raise RequestError(f"max_new_tokens must be 1..{MAX_NEW_TOKENS_LIMIT}, got {max_new}")
-        temperature = float(_one_number(request, "temperature", 0.0))
+        temperature = float(one_number(request, "temperature", 0.0))
         if not 0.0 <= temperature <= 2.0:
             raise RequestError(f"temperature must be between 0 and 2, got {temperature}")
-        top_p = float(_one_number(request, "top_p", 1.0))
+        top_p = float(one_number(request, "top_p", 1.0))
         if not 0.0 < top_p <= 1.0:
             raise RequestError(f"top_p must be in (0, 1], got {top_p}")
-        stop = _strings(request, "stop")
+        stop = strings(request, "stop")
         if len(stop) > MAX_STOP_SEQUENCES or any(not s for s in stop):
             raise RequestError(f"stop takes at most {MAX_STOP_SEQUENCES} non-empty strings")
         ids = self._ids(prompt)
@@ -386,51 +392,3 @@ class TritonPythonModel:
         self.model = None
         self.metrics = None  # its metrics go before their families (Triton requires it)
         logger.info("unloaded %s (pid %s)", self.adapter_id, os.getpid())
-
-
-def _bad_request(message: str) -> Any:
-    # Clients recognise model-side request errors by this prefix (and INVALID_ARG where
-    # the backend supports codes).
-    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
-    text = f"bad request: {message}"
-    return pb_utils.TritonError(text, code) if code is not None else pb_utils.TritonError(text)
-
-
-def _tensor(request: Any, name: str) -> Any:
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    return None if tensor is None else tensor.as_numpy().reshape(-1)
-
-
-def _one_string(request: Any, name: str) -> str | None:
-    values = _tensor(request, name)
-    if values is None or len(values) == 0:
-        return None
-    if len(values) != 1:
-        raise RequestError(f"{name} takes one string, got {len(values)}")
-    return _decode(values[0], name)
-
-
-def _strings(request: Any, name: str) -> list[str]:
-    values = _tensor(request, name)
-    return [] if values is None else [_decode(v, name) for v in values]
-
-
-def _decode(value: Any, name: str) -> str:
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise RequestError(f"{name} is not valid UTF-8; send text") from e
-    return str(value)
-
-
-def _one_number(request: Any, name: str, default: float) -> Any:
-    values = _tensor(request, name)
-    if values is None or len(values) == 0:
-        return default
-    if len(values) != 1:
-        raise RequestError(f"{name} takes one number, got {len(values)}")
-    value = values[0].item()
-    if isinstance(value, float) and not np.isfinite(value):
-        raise RequestError(f"{name} must be a finite number")
-    return value
