@@ -36,8 +36,7 @@ _SECRET = re.compile(
     re.VERBOSE,
 )
 # The keyword alternative of _SECRET alone, for lowercased ASCII text (no IGNORECASE and
-# no leading \b, so the engine can skip to the keywords' first letters; the boundary is
-# checked on each hit instead), and the keywords it cannot match without.
+# no leading \b: it is matched where a keyword starts, and the boundary checked there).
 _SECRET_KEYWORD_LOWER = re.compile(
     r"""
     (?:api[_ -]?key|access[_ -]?token|auth[_ -]?token|secret(?:[_ -]?key)?|password|passwd
@@ -46,7 +45,10 @@ _SECRET_KEYWORD_LOWER = re.compile(
     """,
     re.VERBOSE,
 )
-_SECRET_KEYWORDS = ("key", "token", "secret", "passw")
+#: The literals the keywords cannot match without (the rarer part of each), and how the
+#: keywords holding each one begin ("secret_key" is found by "secret").
+_KEYWORD_BEGINNINGS = (("key", ("api",)), ("token", ("access", "auth", "token")),
+                       ("secret", ("secret",)), ("passw", ("passw",)))
 #: Literal parts of the other alternatives of _SECRET (the case-sensitive ones as written).
 _SECRET_MARKERS = ("sk-", "sk_", "pk-", "pk_", "rk-", "rk_", "AKIA", "ghp_", "gho_", "ghu_",
                    "ghs_", "ghr_", "github_pat_", "xox", "AIza", "glpat-", "eyJ")
@@ -148,21 +150,43 @@ def _secrets(text: str, counts: Counter[str]) -> str:
     if (not text.isascii() or "bearer" in lowered or _has_marker(text)
             or (_has_digit(text) and _LONG_RUN(text) is not None)):
         return _sub(_SECRET, "secret", text, counts)
-    if not any(keyword in lowered for keyword in _SECRET_KEYWORDS):
+    starts = _keyword_starts(lowered)
+    if not starts:
         return text
     # ASCII from here on: lower() keeps every position, and IGNORECASE on ASCII text is
-    # what matching the lowercased text does.
+    # what matching the lowercased text does. A match starts where one of the keywords
+    # starts, so the pattern is tried there only (str.find), not at every letter the
+    # engine's scan stops on ("password" alone, with no ": value", is common in chat).
     pieces: list[str] = []
     done = position = 0
-    while (match := _SECRET_KEYWORD_LOWER.search(lowered, position)) is not None:
-        start = match.start()
-        if start > 0 and _WORD_CHAR(lowered, start - 1):
-            position = start + 1  # no word boundary before the keyword: look further on
-            continue
+    for start in starts:
+        if start < position:
+            continue  # inside the previous finding
+        match = _SECRET_KEYWORD_LOWER.match(lowered, start)
+        if match is None or (start > 0 and _WORD_CHAR(lowered, start - 1)):
+            continue  # no value, or no word boundary before the keyword
         pieces += [text[done:start], "[SECRET]"]
         counts["secret"] += 1
         done = position = match.end()
     return "".join(pieces) + text[done:] if pieces else text
+
+
+def _keyword_starts(lowered: str) -> list[int]:
+    """Where the keyword alternative of _SECRET can start in `lowered`, in order.
+
+    Each keyword begins with one of these literals, looked for only when the text holds
+    the rarer literal of the keyword: "api_key" by "key", "access_token" by "token".
+    """
+    starts: list[int] = []
+    for needed, beginnings in _KEYWORD_BEGINNINGS:
+        if needed in lowered:
+            for beginning in beginnings:
+                index = lowered.find(beginning)
+                while index >= 0:
+                    starts.append(index)
+                    index = lowered.find(beginning, index + 1)
+    starts.sort()
+    return starts
 
 
 def _has_digit(text: str) -> bool:
