@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from deploy.settings import MonitoringSettings
 from monitoring.drift import (
     CategoricalDriftDetector,
     EmbeddingDriftDetector,
@@ -18,7 +19,6 @@ from monitoring.drift import (
     mmd_scan_test,
     population_stability_index,
 )
-from deploy.settings import MonitoringSettings
 from monitoring.drift.embedding import _null_tail
 from monitoring.drift.output import Answers, OutputDriftDetector, is_refusal
 
