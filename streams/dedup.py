@@ -102,7 +102,7 @@ class _WordHashes:
             for index, value in enumerate(hashes):
                 if value is None:
                     word = words[index]
-                    hashes[index] = cache[word] = zlib.crc32(word.encode())
+                    hashes[index] = cache[word] = word_hash(word)
         return np.fromiter(hashes, dtype=np.uint64, count=len(hashes))
 
 
@@ -140,30 +140,52 @@ class Fingerprinter:
         Args:
             words: the `\\w+` runs of each lowercased text, when the caller has them.
         """
-        digests = [exact_digest(text) for text in texts]
         long = [i for i, text in enumerate(texts) if len(text) >= self._min_chars]
+        runs = [_WORD.findall(texts[i].lower()) if words is None else words[i] for i in long]
+        hashes = self._words(list(chain.from_iterable(runs)))
+        starts = np.zeros(len(runs), dtype=np.intp)
+        np.cumsum([len(run) for run in runs[:-1]], out=starts[1:])
+        return self._fingerprints(texts, long, hashes, starts.tolist(),
+                                  [len(run) for run in runs])
+
+    def fingerprints_of_hashes(self, texts: list[str], hashes: npt.NDArray[np.uint64],
+                               bounds: list[int]) -> list[tuple[bytes,
+                                                                npt.NDArray[np.uint32] | None]]:
+        """`fingerprints` of texts whose word hashes (`word_hash`) the caller has.
+
+        Args:
+            hashes: the hashes of every text's words, one text after the other.
+            bounds: where each text's words start in `hashes`, and the end.
+        """
+        long = [i for i, text in enumerate(texts) if len(text) >= self._min_chars]
+        return self._fingerprints(texts, long, hashes, [bounds[i] for i in long],
+                                  [bounds[i + 1] - bounds[i] for i in long])
+
+    def _fingerprints(self, texts: list[str], long: list[int], hashes: npt.NDArray[np.uint64],
+                      starts: list[int], lengths: list[int]
+                      ) -> list[tuple[bytes, npt.NDArray[np.uint32] | None]]:
+        digests = [exact_digest(text) for text in texts]
         signatures: list[npt.NDArray[np.uint32] | None] = [None] * len(texts)
         if long:
-            runs = [_WORD.findall(texts[i].lower()) if words is None else words[i]
-                    for i in long]
-            for i, row in zip(long, self._permutations.signatures(self._shingles(runs)),
-                              strict=True):
+            shingles = self._shingles(hashes, starts, lengths)
+            for i, row in zip(long, self._permutations.signatures(shingles), strict=True):
                 signatures[i] = row
         return list(zip(digests, signatures, strict=True))
 
-    def _shingles(self, runs: list[list[str]]) -> list[npt.NDArray[np.uint64]]:
-        # One hash lookup and one shingle expression for the whole batch; each text's
-        # shingles are then a slice (the ones straddling two texts are never used).
-        hashes = self._words(list(chain.from_iterable(runs)))
+    @staticmethod
+    def _shingles(hashes: npt.NDArray[np.uint64], starts: list[int], lengths: list[int]
+                  ) -> list[npt.NDArray[np.uint64]]:
+        # One shingle expression over all the words; each text's shingles are then a
+        # slice (the ones straddling two texts are never used).
         shingles = _shingle_hashes(hashes) if len(hashes) >= 3 else hashes
-        out = []
-        start = 0
-        for run in runs:
-            stop = start + len(run)
-            out.append(shingles[start:stop - 2] if len(run) >= 3
-                       else _shingle_hashes(hashes[start:stop]))
-            start = stop
-        return out
+        return [shingles[start:start + length - 2] if length >= 3
+                else _shingle_hashes(hashes[start:start + length])
+                for start, length in zip(starts, lengths, strict=True)]
+
+
+def word_hash(word: str) -> int:
+    """The hash of a word that shingles are made of (CRC-32 of its UTF-8)."""
+    return zlib.crc32(word.encode())
 
 
 class DuplicateWindow:

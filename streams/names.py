@@ -57,9 +57,14 @@ def _is_surname(word: str | None) -> bool:
             and word.lower() not in ENGLISH_STOP_WORDS)
 
 
-def redact_names(text: str) -> tuple[str, int]:
-    """`text` with each cued name replaced by `[NAME]`, and how many were replaced."""
-    lowered = text.lower()
+def redact_names(text: str, *, lowered: str | None = None) -> tuple[str, int]:
+    """`text` with each cued name replaced by `[NAME]`, and how many were replaced.
+
+    Args:
+        lowered: `text.lower()`, when the caller has it.
+    """
+    if lowered is None:
+        lowered = text.lower()
     if not any(cue in lowered for cue in _CUE_WORDS):
         return text, 0
     names = first_names()

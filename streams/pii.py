@@ -141,14 +141,17 @@ def _phones(text: str, counts: Counter[str]) -> str:
     return _PHONE.sub(replace, text)
 
 
-def _secrets(text: str, counts: Counter[str]) -> str:
+def _secrets(text: str, counts: Counter[str], *, lowered: str | None = None,
+             has_digit: bool | None = None) -> str:
     # The big alternation costs more than every other pattern together, and plain chat
     # text can match none of it: each alternative but two needs a literal marker, the
     # long random key needs a digit and 32 letters or digits in a row, and the keyword
     # one needs its keyword. Only the keyword one is common, and it runs alone.
-    lowered = text.lower()
+    if lowered is None:
+        lowered = text.lower()
     if (not text.isascii() or "bearer" in lowered or _has_marker(text)
-            or (_has_digit(text) and _LONG_RUN(text) is not None)):
+            or ((_has_digit(text) if has_digit is None else has_digit)
+                and _LONG_RUN(text) is not None)):
         return _sub(_SECRET, "secret", text, counts)
     starts = _keyword_starts(lowered)
     if not starts:
@@ -203,8 +206,8 @@ def _has_marker(text: str) -> bool:
     return "AKIA" in text or "AIza" in text or "eyJ" in text
 
 
-def _may_hold_numbers_or_emails(text: str) -> bool:
-    if "@" in text or "eyJ" in text or _has_digit(text):
+def _may_hold_numbers_or_emails(text: str, has_digit: bool) -> bool:
+    if "@" in text or "eyJ" in text or has_digit:
         return True
     # str.isdigit also takes superscripts and circled digits, which \d does not.
     return not text.isascii() and any(c.isdigit() for c in text)
@@ -217,9 +220,11 @@ def redact(text: str) -> Redaction:
     13 digits for a card...); placeholders add none of those, so skipping is exact.
     """
     counts: Counter[str] = Counter()
-    full = _may_hold_numbers_or_emails(text)
-    text = _secrets(text, counts)
-    text, names = redact_names(text)
+    has_digit = _has_digit(text)
+    full = _may_hold_numbers_or_emails(text, has_digit)
+    lowered = text.lower()  # shared by the secret and name rules while nothing changes
+    redacted = _secrets(text, counts, lowered=lowered, has_digit=has_digit)
+    text, names = redact_names(redacted, lowered=lowered if redacted is text else None)
     if names:
         counts["name"] += names
     if not full:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -27,11 +28,12 @@ from schemas.feedback import FeedbackEvent
 from schemas.platform import ReasonCode
 from streams.clean import Cleaned, Rejection, clean_text, detect_languages
 from streams.decoding import decode_chat, decode_feedback
-from streams.dedup import Fingerprinter
+from streams.dedup import Fingerprinter, word_hash
 from streams.pii import redact
 from streams.rows import Record
 from streams.safety import SafetyFilter, SafetyVerdict, toxicity_scores
-from streams.tokens import words
+from streams.tokens import WordIds, words
+from streams.toxicity import scores_of_ids as toxicity_scores_of_ids
 
 if TYPE_CHECKING:
     from deploy.settings import StreamsSettings
@@ -117,6 +119,7 @@ class Preparer:
         self._safety = SafetyFilter(options)
         self._fingerprinter = Fingerprinter(min_chars=options.near_dup_min_chars,
                                             permutations=options.minhash_permutations)
+        self._word_ids = WordIds()
 
     def warm_up(self) -> None:
         """Load the language and toxicity models (seconds) before the first batch."""
@@ -209,20 +212,39 @@ class Preparer:
             else:
                 kept.append((turn, language))
         tokens = [words(turn.text.lower()) for turn, _ in kept]
+        bounds = np.zeros(len(kept) + 1, dtype=np.intp)
+        np.cumsum([len(run) for run in tokens], out=bounds[1:])
         try:
-            toxicity = toxicity_scores([turn.text for turn, _ in kept], tokens=tokens)
+            word_ids = self._word_ids.ids(list(chain.from_iterable(tokens)))
+            toxicity = toxicity_scores_of_ids([turn.text for turn, _ in kept], word_ids,
+                                              bounds, self._word_ids)
+            # A turn none of whose words keys a protected group mentions none: its
+            # `group_of` needs no set of its words (an empty list answers the same).
+            keys = self._word_ids.fact("group_key", self._safety.is_group_key, bool)[word_ids]
+            seen_keys = np.zeros(len(word_ids) + 1, dtype=np.intp)
+            np.cumsum(keys, out=seen_keys[1:])
+            has_key = (seen_keys[bounds[1:]] > seen_keys[bounds[:-1]]).tolist()
             # The word shortcut is exact for ASCII only (IGNORECASE folds other letters).
-            verdicts = [self._safety.judge(turn.text, score,
-                                           words=words_ if turn.text.isascii() else None)
-                        for (turn, _), score, words_ in zip(kept, toxicity, tokens, strict=True)]
+            verdicts = [self._safety.judge(turn.text, score, words=(
+                            (words_ if key else ()) if turn.text.isascii() else None))
+                        for (turn, _), score, words_, key in zip(kept, toxicity, tokens, has_key,
+                                                                 strict=True)]
         except Exception as e:
             done.update((id(t), _failed(t.record, "safety", e, t.event.event_id))
                         for t, _ in kept)
             return done
         # Refused turns never enter the duplicate window: no fingerprint needed.
         passing = [i for i, verdict in enumerate(verdicts) if not verdict.reasons]
-        prints = dict(zip(passing, self._fingerprinter.fingerprints(
-            [kept[i][0].text for i in passing], [tokens[i] for i in passing]), strict=True))
+        if passing:
+            hashes = self._word_ids.fact("word_hash", word_hash, np.uint64)[
+                np.concatenate([word_ids[bounds[i]:bounds[i + 1]] for i in passing])]
+            passing_bounds = [0]
+            for i in passing:
+                passing_bounds.append(passing_bounds[-1] + len(tokens[i]))
+            prints = dict(zip(passing, self._fingerprinter.fingerprints_of_hashes(
+                [kept[i][0].text for i in passing], hashes, passing_bounds), strict=True))
+        else:
+            prints = {}
         for i, ((turn, language), score, verdict) in enumerate(
                 zip(kept, toxicity, verdicts, strict=True)):
             digest, signature = prints.get(i, (b"", None))

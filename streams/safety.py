@@ -82,6 +82,13 @@ class SafetyFilter:
             re.I,
         )
 
+    def is_group_key(self, word: str) -> bool:
+        """Whether `word` (lowercase) is the word `group_of` keys a protected group by.
+
+        `group_of` with words none of which is a key answers `none`, for any text.
+        """
+        return word in self._group_words
+
     def group_of(self, text: str, *, words: Sequence[str] | None = None) -> str:
         """The first protected group the text mentions, lowercase, or `none`.
 

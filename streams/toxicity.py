@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streams.tokens import WordIds
+
 logger = logging.getLogger(__name__)
 
 _TOKEN = re.compile(r"(?u)\b\w\w+\b")
@@ -100,6 +102,31 @@ def scores(texts: Sequence[str], *, tokens: Sequence[list[str]] | None = None) -
     columns = np.array(indices, dtype=np.intp)
     columns -= 1
     return _probabilities(linear, columns, np.array(indptr, dtype=np.intp))
+
+
+def scores_of_ids(texts: Sequence[str], word_ids: npt.NDArray[np.intp],
+                  bounds: npt.NDArray[np.intp], words: WordIds) -> list[float]:
+    """`scores` of texts whose `\\w+` runs (lowercased) are numbered by `words`.
+
+    Args:
+        word_ids: the ids of every text's runs, one text after the other.
+        bounds: where each text's ids start in `word_ids`, and the end (texts + 1 values).
+    """
+    if not texts:
+        return []
+    linear, predict_prob = _model()
+    if linear is None:
+        return [float(p) for p in predict_prob(list(texts))]
+    vocabulary = linear.vocabulary_from_1
+    columns = words.fact("toxicity_column_from_1", lambda word: vocabulary.get(word, 0),
+                         np.intp)[word_ids]
+    # The same columns, in the same order, that `scores` gathers text by text.
+    known = columns > 0
+    indptr = np.zeros(len(word_ids) + 1, dtype=np.intp)
+    np.cumsum(known, out=indptr[1:])
+    columns = columns[known]
+    columns -= 1
+    return _probabilities(linear, columns, indptr[bounds])
 
 
 def _probabilities(model: _LinearModel, indices: npt.NDArray[np.intp],
