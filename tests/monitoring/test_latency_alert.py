@@ -1,5 +1,6 @@
 """A slow model on the real Triton fires FlywheelModelLatencyHigh through the real Prometheus,
-with the p99 threshold taken from settings via the monitor's exported gauge."""
+from the per-version series the served model exports (`version_metrics`), with the p99
+threshold taken from settings via the monitor's exported gauge."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from monitoring.exporter import DriftExporter
 from tests.deploy.local.polling import wait_for
 
 SLEEPY_MODEL = Path(__file__).parent / "models" / "sleepy"
+VERSION_METRICS = (Path(__file__).resolve().parents[2] / "inference" / "triton_model"
+                   / "version_metrics.py")
 
 
 @pytest.fixture
@@ -27,6 +30,7 @@ def sleepy_model(wired_stack: Any, running: Any, settings: FlywheelSettings, uni
     running("triton")
     target = settings.triton_model_repository() / unique_name
     shutil.copytree(SLEEPY_MODEL, target, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copyfile(VERSION_METRICS, target / "1" / VERSION_METRICS.name)
     with closing(grpcclient.InferenceServerClient(settings.triton.grpc_address)) as client:
         client.load_model(unique_name)
         try:
