@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from itertools import chain
 from typing import TYPE_CHECKING
 from uuid import UUID
 
@@ -32,7 +31,7 @@ from streams.dedup import Fingerprinter, word_hash
 from streams.pii import redact
 from streams.rows import Record
 from streams.safety import SafetyFilter, SafetyVerdict, toxicity_scores
-from streams.tokens import WordIds, words
+from streams.tokens import WordIds
 from streams.toxicity import scores_of_ids as toxicity_scores_of_ids
 
 if TYPE_CHECKING:
@@ -211,11 +210,8 @@ class Preparer:
                     turn.event.tenant, turn.text[:EXCERPT_CHARS])
             else:
                 kept.append((turn, language))
-        tokens = [words(turn.text.lower()) for turn, _ in kept]
-        bounds = np.zeros(len(kept) + 1, dtype=np.intp)
-        np.cumsum([len(run) for run in tokens], out=bounds[1:])
         try:
-            word_ids = self._word_ids.ids(list(chain.from_iterable(tokens)))
+            word_ids, bounds = self._word_ids.ids_of_texts([turn.text.lower() for turn, _ in kept])
             toxicity = toxicity_scores_of_ids([turn.text for turn, _ in kept], word_ids,
                                               bounds, self._word_ids)
             # A turn none of whose words keys a protected group mentions none: its
@@ -226,9 +222,10 @@ class Preparer:
             has_key = (seen_keys[bounds[1:]] > seen_keys[bounds[:-1]]).tolist()
             # The word shortcut is exact for ASCII only (IGNORECASE folds other letters).
             verdicts = [self._safety.judge(turn.text, score, words=(
-                            (words_ if key else ()) if turn.text.isascii() else None))
-                        for (turn, _), score, words_, key in zip(kept, toxicity, tokens, has_key,
-                                                                 strict=True)]
+                            (self._word_ids.words_of(word_ids[bounds[i]:bounds[i + 1]]) if key
+                             else ()) if turn.text.isascii() else None))
+                        for i, ((turn, _), score, key) in enumerate(zip(kept, toxicity, has_key,
+                                                                        strict=True))]
         except Exception as e:
             done.update((id(t), _failed(t.record, "safety", e, t.event.event_id))
                         for t, _ in kept)
@@ -240,7 +237,7 @@ class Preparer:
                 np.concatenate([word_ids[bounds[i]:bounds[i + 1]] for i in passing])]
             passing_bounds = [0]
             for i in passing:
-                passing_bounds.append(passing_bounds[-1] + len(tokens[i]))
+                passing_bounds.append(passing_bounds[-1] + int(bounds[i + 1] - bounds[i]))
             prints = dict(zip(passing, self._fingerprinter.fingerprints_of_hashes(
                 [kept[i][0].text for i in passing], hashes, passing_bounds), strict=True))
         else:

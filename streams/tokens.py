@@ -22,6 +22,10 @@ _WORD = re.compile(r"\w+")
 _ASCII_NON_WORD = str.maketrans(
     {c: " " for c in map(chr, range(128)) if not (c.isalnum() or c == "_")})
 _WORD_IDS_MAX = 200_000
+_ASCII_WORD_BYTE = np.array([chr(c).isalnum() or c == ord("_") if c < 128 else False
+                             for c in range(256)], dtype=np.int8)
+_KEY_BYTES = 8
+_KEY_SHIFTS = np.arange(_KEY_BYTES)
 
 
 def words(lowered: str) -> list[str]:
@@ -44,6 +48,80 @@ class WordIds:
         self._ids: dict[str, int] = {}
         self._words: list[str] = []
         self._facts: dict[str, npt.NDArray[Any]] = {}
+        self._forgotten = 0  # how many times every word was forgotten
+        # Words of at most 8 bytes as their bytes in a big-endian integer (word bytes are
+        # never 0, so the key is exact), sorted, with their ids.
+        self._keys = np.empty(0, dtype=np.uint64)
+        self._key_ids = np.empty(0, dtype=np.intp)
+
+    def words_of(self, ids: npt.NDArray[np.intp]) -> list[str]:
+        """The words of `ids` (from the latest `ids` or `ids_of_texts` answer)."""
+        return [self._words[i] for i in ids.tolist()]
+
+    def ids_of_texts(self, lowered: list[str]
+                     ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+        """`ids` of the `words` of each lowercased text, and where each text's ids start.
+
+        Returns:
+            The ids one text after the other, and the bounds (texts + 1 offsets).
+        """
+        if all(text.isascii() for text in lowered):
+            forgotten = self._forgotten
+            found = self._ids_of_ascii(lowered)
+            if self._forgotten == forgotten:
+                return found
+        # Other letters than ASCII (regex runs), or words forgotten half-way: one by one.
+        runs = [words(text) for text in lowered]
+        bounds = np.zeros(len(runs) + 1, dtype=np.intp)
+        np.cumsum([len(run) for run in runs], out=bounds[1:])
+        return self.ids([word for run in runs for word in run]), bounds
+
+    def _ids_of_ascii(self, lowered: list[str]
+                      ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+        # The `\w+` runs of ASCII text are runs of [0-9a-z_] once lowercased: found with
+        # numpy over the batch's bytes, without a Python string per word. The texts are
+        # joined by a space, which no run crosses.
+        joined = " ".join(lowered).encode("ascii")
+        data = np.frombuffer(joined + bytes(_KEY_BYTES), dtype=np.uint8)
+        in_word = np.zeros(len(joined) + 2, dtype=np.int8)
+        in_word[1:-1] = _ASCII_WORD_BYTE[data[:len(joined)]]
+        edges = np.diff(in_word)
+        starts = np.flatnonzero(edges == 1)
+        lengths = np.flatnonzero(edges == -1) - starts
+        text_starts = np.zeros(len(lowered) + 1, dtype=np.intp)
+        np.cumsum([len(text) + 1 for text in lowered], out=text_starts[1:])
+        bounds = np.searchsorted(starts, text_starts).astype(np.intp)
+        found = np.empty(len(starts), dtype=np.intp)
+        short = np.flatnonzero(lengths <= _KEY_BYTES)
+        if len(short):
+            gathered = data[starts[short, None] + _KEY_SHIFTS]
+            gathered[_KEY_SHIFTS >= lengths[short, None]] = 0
+            found[short] = self._ids_of_keys(gathered.view(">u8").ravel().astype(np.uint64))
+        long = np.flatnonzero(lengths > _KEY_BYTES).tolist()
+        if long:
+            found[long] = self.ids([joined[start:start + length].decode("ascii") for start, length
+                                    in zip(starts[long].tolist(), lengths[long].tolist(),
+                                           strict=True)])
+        return found, bounds
+
+    def _ids_of_keys(self, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.intp]:
+        known = self._keys
+        at = np.searchsorted(known, keys)
+        at[at == len(known)] = 0
+        hit = known[at] == keys if len(known) else np.zeros(len(keys), dtype=bool)
+        found = np.where(hit, self._key_ids[at] if len(known) else -1, -1)
+        if hit.all():
+            return found
+        new_keys = np.unique(keys[~hit])
+        new_ids = self.ids([key.to_bytes(_KEY_BYTES, "big").rstrip(b"\0").decode("ascii")
+                            for key in new_keys.tolist()])
+        keys_now = np.concatenate([self._keys, new_keys])
+        order = np.argsort(keys_now, kind="stable")
+        self._keys = keys_now[order]
+        self._key_ids = np.concatenate([self._key_ids, new_ids])[order]
+        missing = np.flatnonzero(~hit)
+        found[missing] = new_ids[np.searchsorted(new_keys, keys[missing])]
+        return found
 
     def ids(self, words: list[str]) -> npt.NDArray[np.intp]:
         """The id of each word, in order; unseen words get the next ids."""
@@ -57,6 +135,9 @@ class WordIds:
             known.clear()
             self._words.clear()
             self._facts.clear()
+            self._keys = np.empty(0, dtype=np.uint64)
+            self._key_ids = np.empty(0, dtype=np.intp)
+            self._forgotten += 1
             missing = np.arange(len(words))
         for index in missing.tolist():
             word = words[index]
