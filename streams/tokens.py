@@ -65,12 +65,25 @@ class WordIds:
         Returns:
             The ids one text after the other, and the bounds (texts + 1 offsets).
         """
-        if all(text.isascii() for text in lowered):
-            forgotten = self._forgotten
+        forgotten = self._forgotten
+        ascii_texts = [i for i, text in enumerate(lowered) if text.isascii()]
+        if len(ascii_texts) == len(lowered):
             found = self._ids_of_ascii(lowered)
             if self._forgotten == forgotten:
                 return found
-        # Other letters than ASCII (regex runs), or words forgotten half-way: one by one.
+        elif ascii_texts:
+            # The ASCII texts in one piece, the others (regex runs) one by one, in order.
+            ascii_ids, ascii_bounds = self._ids_of_ascii([lowered[i] for i in ascii_texts])
+            pieces = [ascii_ids[ascii_bounds[k]:ascii_bounds[k + 1]]
+                      for k in range(len(ascii_texts))][::-1]
+            is_ascii = set(ascii_texts)
+            parts = [pieces.pop() if i in is_ascii else self.ids(words(text))
+                     for i, text in enumerate(lowered)]
+            if self._forgotten == forgotten:
+                bounds = np.zeros(len(parts) + 1, dtype=np.intp)
+                np.cumsum([len(part) for part in parts], out=bounds[1:])
+                return np.concatenate(parts).astype(np.intp, copy=False), bounds
+        # No ASCII text, or words forgotten half-way: every text's runs, one by one.
         runs = [words(text) for text in lowered]
         bounds = np.zeros(len(runs) + 1, dtype=np.intp)
         np.cumsum([len(run) for run in runs], out=bounds[1:])

@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
@@ -23,12 +24,12 @@ from schemas.envelope import decode, encode
 from schemas.errors import SchemaValidationError, UnknownSchemaError
 from schemas.feedback import FeedbackEvent
 from schemas.platform import ReasonCode
-from streams import pii
+from streams import pii, toxicity
 from streams.clean import detect_language
 from streams.decoding import decode_chat, decode_feedback, text_is_valid
-from streams.dedup import DuplicateWindow
+from streams.dedup import DuplicateWindow, Fingerprinter, word_hash
 from streams.safety import toxicity_scores
-from streams.tokens import words
+from streams.tokens import WordIds, words
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 VOCABULARY = ("the account export report customer billing update android password invoice "
@@ -81,6 +82,50 @@ def test_toxicity_scores_equal_profanity_checks_predict_prob() -> None:
 def test_words_are_the_regex_word_runs() -> None:
     for text in ["Hello, world! it's 2024_x", "ÀB c-d", "tab\tand\nnewline", ""]:
         assert words(text.lower()) == re.findall(r"\w+", text.lower())
+
+
+@pytest.mark.parametrize("max_words", [20, 300, 200_000])
+def test_word_ids_number_the_regex_word_runs_of_every_text(max_words: int) -> None:
+    rng = random.Random(max_words)
+    letters = "abxyz09_ -.,'\n!"
+    numbered = WordIds(max_words=max_words)
+    for _ in range(100):  # ASCII batches, mixed ones and all-other-letters ones
+        others = rng.choice(["", "é", "éß日"])
+        texts = ["".join(rng.choice(letters + others) for _ in range(rng.randint(0, 40)))
+                 for _ in range(rng.randint(0, 8))]
+        texts += [" ".join("w" * rng.randint(1, 12) for _ in range(rng.randint(0, 4)))]
+        ids, bounds = numbered.ids_of_texts(texts)
+        assert len(bounds) == len(texts) + 1 and bounds[-1] == len(ids)
+        for index, text in enumerate(texts):
+            assert numbered.words_of(ids[bounds[index]:bounds[index + 1]]) == re.findall(
+                r"\w+", text)
+
+
+def test_toxicity_scores_of_word_ids_equal_profanity_checks_predict_prob() -> None:
+    from profanity_check import predict_prob
+
+    lines = (FIXTURES / "safety_labeled.jsonl").read_text().splitlines()
+    texts = [json.loads(line)["text"] for line in lines] + _random_texts(50, seed=6) + [
+        "", "!!!", "a", "you stupid fucking idiot " * 3, "Ünïcödé ſtupid idiot"]
+    numbered = WordIds()
+    ids, bounds = numbered.ids_of_texts([t.lower() for t in texts])
+    assert toxicity.scores_of_ids(texts, ids, bounds, numbered) == pytest.approx(
+        list(predict_prob(texts)), abs=1e-9)
+
+
+def test_fingerprints_of_word_hashes_equal_fingerprints_of_texts() -> None:
+    texts = _random_texts(40, seed=8) + ["", "one", "two words", "three words here", "x" * 90]
+    fingerprinter = Fingerprinter(min_chars=20, permutations=64)
+    numbered = WordIds()
+    ids, bounds = numbered.ids_of_texts([t.lower() for t in texts])
+    hashes = numbered.fact("word_hash", word_hash, np.uint64)[ids]
+    for (digest, signature), (expected_digest, expected_signature) in zip(
+            fingerprinter.fingerprints_of_hashes(texts, hashes, bounds.tolist()),
+            fingerprinter.fingerprints(texts), strict=True):
+        assert digest == expected_digest
+        assert (signature is None) == (expected_signature is None)
+        if signature is not None:
+            assert signature.tobytes() == expected_signature.tobytes()
 
 
 def test_text_check_accepts_exactly_what_the_contract_accepts() -> None:
@@ -188,6 +233,9 @@ def test_redaction_shortcuts_change_no_result() -> None:
         "a long 0123456789abcdefghijklmnopqrstuv key", "dead::beef and fe80::1",
         "call 415 555 0134 or ²", "secret key: n0t-a-real-key", "xoxb-1234567890-abc",
         "eyJhbGciOiJI.eyJzdWIiOiIx.SflKxwRJSMeK", "plain words only, with a key and a token",
+        "xpassword: abcdefghi", "secretsecret: abcdefgh", "api_key=abcdefgh, secret_key is "
+        "abcdefgh and access token: abcdefgh", "auth-token = 'abcdefgh' token token: abcdefgh",
+        "password password password", "the passwd is letmein99; my_token=abcdefgh",
     ]
     for text in texts:
         assert pii.redact(text).text == _reference_redact(text), text
