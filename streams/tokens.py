@@ -25,6 +25,7 @@ _WORD_IDS_MAX = 200_000
 _ASCII_WORD_BYTE = np.array([chr(c).isalnum() or c == ord("_") if c < 128 else False
                              for c in range(256)], dtype=np.int8)
 _KEY_BYTES = 8
+_PIECE_CHARS = 1 << 20
 _KEY_SHIFTS = np.arange(_KEY_BYTES)
 
 
@@ -91,6 +92,26 @@ class WordIds:
 
     def _ids_of_ascii(self, lowered: list[str]
                       ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+        # A few 8-byte arrays per word: a batch is taken in pieces of about a megabyte of
+        # text, so that a batch of one-letter words stays within tens of megabytes.
+        pieces: list[tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]] = []
+        start = size = 0
+        for stop, text in enumerate(lowered):
+            if size and size + len(text) > _PIECE_CHARS:
+                pieces.append(self._ids_of_ascii_piece(lowered[start:stop]))
+                start, size = stop, 0
+            size += len(text) + 1
+        pieces.append(self._ids_of_ascii_piece(lowered[start:]))
+        if len(pieces) == 1:
+            return pieces[0]
+        offsets = np.cumsum([0] + [len(ids) for ids, _ in pieces])
+        bounds = np.concatenate([piece_bounds[:-1] + offset for (_, piece_bounds), offset
+                                 in zip(pieces, offsets.tolist(), strict=False)]
+                                + [offsets[-1:]]).astype(np.intp)
+        return np.concatenate([ids for ids, _ in pieces]), bounds
+
+    def _ids_of_ascii_piece(self, lowered: list[str]
+                            ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
         # The `\w+` runs of ASCII text are runs of [0-9a-z_] once lowercased: found with
         # numpy over the batch's bytes, without a Python string per word. The texts are
         # joined by a space, which no run crosses.

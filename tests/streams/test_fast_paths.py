@@ -24,7 +24,7 @@ from schemas.envelope import decode, encode
 from schemas.errors import SchemaValidationError, UnknownSchemaError
 from schemas.feedback import FeedbackEvent
 from schemas.platform import ReasonCode
-from streams import pii, toxicity
+from streams import pii, tokens, toxicity
 from streams.clean import detect_language
 from streams.decoding import decode_chat, decode_feedback, text_is_valid
 from streams.dedup import DuplicateWindow, Fingerprinter, word_hash
@@ -84,9 +84,12 @@ def test_words_are_the_regex_word_runs() -> None:
         assert words(text.lower()) == re.findall(r"\w+", text.lower())
 
 
-@pytest.mark.parametrize("max_words", [20, 300, 200_000])
-def test_word_ids_number_the_regex_word_runs_of_every_text(max_words: int) -> None:
-    rng = random.Random(max_words)
+@pytest.mark.parametrize(("max_words", "piece_chars"),
+                         [(20, 1 << 20), (300, 1 << 20), (200_000, 1 << 20), (200_000, 50)])
+def test_word_ids_number_the_regex_word_runs_of_every_text(
+        max_words: int, piece_chars: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens, "_PIECE_CHARS", piece_chars)
+    rng = random.Random(max_words + piece_chars)
     letters = "abxyz09_ -.,'\n!"
     numbered = WordIds(max_words=max_words)
     for _ in range(100):  # ASCII batches, mixed ones and all-other-letters ones
