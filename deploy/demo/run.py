@@ -339,8 +339,10 @@ class DemoRunner:
                 raise DemoTimeoutError(
                     f"waited {limit:.0f} s for {what} and the time budget "
                     f"(demo.time_budget_s={self.plan.time_budget_s:.0f}) is spent; "
-                    f"`flywheel status` and `flywheel stack logs` show where it stopped, "
-                    "or raise FLYWHEEL_DEMO__TIME_BUDGET_S on a busy machine")
+                    "`flywheel status`, `flywheel stack logs SERVICE` and `flywheel apps "
+                    "logs PROCESS` (trainer-watch: each evaluation and why it was not "
+                    "published) show where it stopped, or raise "
+                    "FLYWHEEL_DEMO__TIME_BUDGET_S on a busy machine")
             self.ui.status(self._status_line(what))
             time.sleep(poll_s)
 
