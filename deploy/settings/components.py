@@ -95,7 +95,10 @@ class StreamsSettings(_Section):
     session_timeout_ms: int = Field(
         default=10_000, ge=1000, description="A dead worker's partitions move after this long."
     )
-    poll_batch_max: int = Field(default=2000, ge=1, description="Records read per poll.")
+    poll_batch_max: int = Field(
+        default=500, ge=1, description="Records read per poll: a batch goes through the "
+        "pipeline before the next is read, so larger batches add latency (2,000 gave a p99 "
+        "of 1.8-2.4 s from produce to ClickHouse at 2,000 events/s, 500 gave 1.4-1.7 s).")
     min_chars: int = Field(default=1, ge=1, description="Shorter cleaned turns are `empty`.")
     max_chars: int = Field(default=8_000, ge=16, description="Longer cleaned turns: `too_long`.")
     max_record_bytes: int = Field(default=262_144, ge=1024, description="Raw record size cap.")
