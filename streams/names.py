@@ -30,9 +30,12 @@ _CUE = re.compile(
     r"|thanks|thank\s+you|regards|cheers|best|sincerely|signed))"
     rf"(?=[,:!.]?[ \t]*\n?[ \t]*(?P<first>{_WORD})(?:[ \t]+(?P<last>{_WORD}))?)"
 )
-#: Lowercased cue words: a text without any of them cannot hold a name by this rule.
+#: Lowercased cue words: a text without any of them cannot hold a name by this rule,
+#: unless it has whitespace other than single spaces, which the cue pattern also allows
+#: between the words of "i am", "this is" and "call me".
 _CUE_WORDS = ("name", "i am", "i'm", "i’m", "this is", "call me", "thank", "regards",
               "cheers", "best", "sincerely", "signed")
+_OTHER_SPACE = re.compile(r"[^\S ]| {2}")
 
 
 @lru_cache(maxsize=1)
@@ -65,7 +68,7 @@ def redact_names(text: str, *, lowered: str | None = None) -> tuple[str, int]:
     """
     if lowered is None:
         lowered = text.lower()
-    if not any(cue in lowered for cue in _CUE_WORDS):
+    if not any(cue in lowered for cue in _CUE_WORDS) and not _OTHER_SPACE.search(lowered):
         return text, 0
     names = first_names()
     pieces: list[str] = []

@@ -37,6 +37,9 @@ def test_no_ordinary_capitalised_word_is_redacted_as_a_name() -> None:
     ("Thanks, I'm Ana", "Thanks, I'm [NAME]"),
     ("Hi, my name is John Smith and I need help", "Hi, my name is [NAME] and I need help"),
     ("ask John about it", "ask John about it"),  # no cue: missed on purpose
+    # A cue whose words a line break or a double space separates is still a cue.
+    ("Hi,\nI\nam John Smith", "Hi,\nI\nam [NAME]"),
+    ("this  is Peter", "this  is [NAME]"),
 ])
 def test_a_name_after_a_cue_is_redacted_with_its_surname(text: str, expected: str) -> None:
     assert redact_names(text)[0] == expected
