@@ -63,7 +63,8 @@ def create_app(settings: FlywheelSettings) -> FastAPI:
         kind = model.__name__
         if kind not in producers:
             cls = ChatEventProducer if model is ChatEvent else FeedbackProducer
-            producers[kind] = cls(settings.kafka, producer_name=options.producer_name)
+            producers[kind] = cls(settings.kafka, producer_name=options.producer_name,
+                                  config_overrides={"linger.ms": options.linger_ms})
         return producers[kind]
 
     @contextlib.asynccontextmanager

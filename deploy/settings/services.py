@@ -141,6 +141,11 @@ class IngestSettings(_Section):
         default=10.0, gt=0, description="Answer 503 if Kafka has not acknowledged by then."
     )
     producer_name: str = "flywheel-ingest"
+    linger_ms: int = Field(
+        default=0, ge=0,
+        description="linger.ms of the ingest's Kafka producers. Each request waits for its "
+        "acknowledgement, so time spent filling a batch is request latency; concurrent "
+        "requests still share batches. kafka.producer.linger_ms stays for the SDK.")
 
     _ports = field_validator("port")(_check_port)
 
