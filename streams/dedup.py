@@ -231,14 +231,15 @@ class DuplicateWindow:
         previous = self._seen.get(event_id)
         if previous is not None:
             return previous[2]
-        band_keys = None if signature is None else self._band_keys(signature)
         decision: ReasonCode | None = None
-        if digest in self._exact:
+        band_keys = None
+        if digest in self._exact:  # no band keys needed: a duplicate is not indexed
             decision = ReasonCode.DUPLICATE
-        elif signature is not None and band_keys is not None and self._near(signature,
-                                                                            band_keys):
-            decision = ReasonCode.NEAR_DUPLICATE
-        self._remember(event_id, digest, signature, band_keys, decision)
+        elif signature is not None:
+            band_keys = self._band_keys(signature)
+            if self._near(signature, band_keys):
+                decision = ReasonCode.NEAR_DUPLICATE
+        self._remember(event_id, digest, signature, decision, band_keys)
         return decision
 
     def remember(self, event_id: UUID, digest: bytes,
@@ -249,23 +250,23 @@ class DuplicateWindow:
         turn that was kept is matched against from now on, a duplicate is not.
         """
         if event_id not in self._seen:
-            band_keys = None if signature is None else self._band_keys(signature)
-            self._remember(event_id, digest, signature, band_keys, decision)
+            self._remember(event_id, digest, signature, decision)
 
     def _band_keys(self, signature: npt.NDArray[np.uint32]) -> list[bytes]:
         return [signature[i * BAND_ROWS:(i + 1) * BAND_ROWS].tobytes()
                 for i in range(self._bands)]
 
     def _remember(self, event_id: UUID, digest: bytes,
-                  signature: npt.NDArray[np.uint32] | None, band_keys: list[bytes] | None,
-                  decision: ReasonCode | None) -> None:
+                  signature: npt.NDArray[np.uint32] | None, decision: ReasonCode | None,
+                  band_keys: list[bytes] | None = None) -> None:
+        """Record a decided turn; a kept one is indexed (band keys computed if not given)."""
         keys = None
         if decision is None:
             self._exact[digest] = event_id
-            if signature is not None and band_keys is not None:
-                keys = band_keys
+            if signature is not None:
+                keys = band_keys if band_keys is not None else self._band_keys(signature)
                 self._signatures[event_id] = signature
-                for table, key in zip(self._tables, band_keys, strict=True):
+                for table, key in zip(self._tables, keys, strict=True):
                     table.setdefault(key, set()).add(event_id)
         self._seen[event_id] = (digest, keys, decision)
         while len(self._seen) > self._window_records:

@@ -323,9 +323,8 @@ class StreamWorker:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         committed = consumer.committed(partitions, timeout=30)
-        for tp in committed:
-            start = max(tp.offset, 0)
-            self._logged[(tp.topic, tp.partition)] = self._ledger(tp.topic, tp.partition, start)
+        self._logged.update(self._ledger({(tp.topic, tp.partition): max(tp.offset, 0)
+                                          for tp in committed}))
         feedback_topic = self._topics[1]
         self.processor.join.restore(load_pending(
             self._client, database=self._settings.clickhouse.database, topic=feedback_topic,
@@ -333,18 +332,31 @@ class StreamWorker:
             ttl_s=self._options.join_ttl_s))
         logger.info("assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in committed])
 
-    def _ledger(self, topic: str, partition: int, start: int) -> dict[int, Logged]:
-        """Outcomes a previous run logged for offsets from `start` on (uncommitted ones)."""
-        db = self._settings.clickhouse.database
+    def _ledger(self, starts: dict[tuple[str, int], int]
+                ) -> dict[tuple[str, int], dict[int, Logged]]:
+        """Per partition, the outcomes a previous run logged from its start offset on.
+
+        One query for every partition assigned (a rebalance can hand over dozens).
+        """
+        logged: dict[tuple[str, int], dict[int, Logged]] = {key: {} for key in starts}
+        if not starts:
+            return logged
+        keys = list(starts)
         rows = self._client.query(
-            f"SELECT source_offset, outcome, reason FROM {db}.stream_ledger FINAL "
-            f"WHERE source_topic = {{t:String}} AND source_partition = {{p:UInt32}} "
-            f"AND source_offset >= {{o:UInt64}}",
-            parameters={"t": topic, "p": partition, "o": start}).result_rows
-        if rows:
-            logger.info("%s[%d]: %d records from offset %d have a logged outcome; their "
-                        "replay follows it", topic, partition, len(rows), start)
-        return {int(offset): Logged(outcome, reason) for offset, outcome, reason in rows}
+            f"SELECT source_topic, source_partition, source_offset, outcome, reason "
+            f"FROM {self._settings.clickhouse.database}.stream_ledger FINAL "
+            "WHERE (source_topic, source_partition) IN {keys:Array(Tuple(String, UInt32))} "
+            "AND source_offset >= {starts:Array(UInt64)}"
+            "[indexOf({keys:Array(Tuple(String, UInt32))}, (source_topic, source_partition))]",
+            parameters={"keys": keys, "starts": [starts[k] for k in keys]}).result_rows
+        for topic, partition, offset, outcome, reason in rows:
+            logged[(topic, int(partition))][int(offset)] = Logged(outcome, reason)
+        for (topic, partition), offsets in logged.items():
+            if offsets:
+                logger.info("%s[%d]: %d records from offset %d have a logged outcome; "
+                            "their replay follows it", topic, partition, len(offsets),
+                            starts[(topic, partition)])
+        return logged
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Our uncommitted offsets of these partitions must land and commit before another
