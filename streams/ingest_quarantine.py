@@ -132,13 +132,16 @@ class IngestQuarantineReader:
                 self._metrics.rejections.labels("ingest", row[7]).inc()
         return rows
 
-    def commit(self) -> None:
-        """Commit the offsets read so far; call only after their rows were inserted."""
-        if self._consumer is not None and self._offsets:
+    def take_offsets(self) -> dict[int, int]:
+        """The offsets read so far (next to read, per partition), handed to `commit`."""
+        taken, self._offsets = self._offsets, {}
+        return taken
+
+    def commit(self, offsets: dict[int, int]) -> None:
+        """Commit offsets `take_offsets` returned; call only after their rows were inserted."""
+        if self._consumer is not None and offsets:
             self._consumer.commit(offsets=[TopicPartition(self._topic, p, o)
-                                           for p, o in self._offsets.items()],
-                                  asynchronous=False)
-            self._offsets.clear()
+                                           for p, o in offsets.items()], asynchronous=False)
 
     def close(self) -> None:
         if self._consumer is not None:

@@ -21,6 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
 from streams.errors import WorkerError
+from streams.heap import settle_after_loading
 from streams.prepare import Prepared, Preparer
 from streams.rows import Record
 
@@ -42,6 +43,7 @@ def _start_process(options: StreamsSettings, chat_topic: str, feedback_topic: st
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _preparer = Preparer(options, chat_topic=chat_topic, feedback_topic=feedback_topic)
     _preparer.warm_up()
+    settle_after_loading()
 
 
 def _prepare_slice(records: list[Record]) -> list[Prepared]:

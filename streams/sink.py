@@ -88,15 +88,31 @@ class ClickHouseSink:
             SinkError: an insert still failed after `sink_retry_max` retries; the rows stay
                 buffered and the caller must not commit offsets.
         """
+        inserted = self.insert(self._buffers)
+        self.take()
+        return inserted
+
+    def take(self) -> dict[str, list[tuple[Any, ...]]]:
+        """The buffered rows per table, which the buffer no longer holds, for `insert`."""
+        taken = self._buffers
+        self._buffers = {attr: [] for attr, _, _ in TABLES}
+        self._first_row_s = None
+        return taken
+
+    def insert(self, rows_of: dict[str, list[tuple[Any, ...]]]) -> int:
+        """Insert rows `take` returned, the ledger first; returns the rows inserted.
+
+        Touches no buffer, so one thread may insert while another buffers the next rows.
+
+        Raises:
+            SinkError: an insert still failed after `sink_retry_max` retries.
+        """
         inserted = 0
         for attr, table, columns in TABLES:
-            rows = self._buffers[attr]
-            if not rows:
-                continue
-            self._insert(table, columns, rows)
-            inserted += len(rows)
-            self._buffers[attr] = []
-        self._first_row_s = None
+            rows = rows_of[attr]
+            if rows:
+                self._insert(table, columns, rows)
+                inserted += len(rows)
         return inserted
 
     def _insert(self, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:

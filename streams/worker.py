@@ -20,6 +20,11 @@ replayed record its logged outcome (`streams.pipeline`), so a replay with a cold
 window or fresh cap counters lands the same rows again, never a second table's row.
 Replayed records still pass through every stage, so the duplicate window, the caps and
 the join's prompts take them in as they would any record.
+
+A flush's inserts run on a thread of their own while the loop processes the next
+batches (ClickHouse works on the other core meanwhile): one flush at a time, in order,
+and the offsets behind a flush are committed only once all of its rows are inserted. A
+flush that comes due while the previous one is still inserting waits for it.
 """
 
 from __future__ import annotations
@@ -31,12 +36,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from deploy.clickhouse.client import get_client
 from streams.errors import WorkerError
+from streams.heap import settle_after_loading
 from streams.ingest_quarantine import IngestQuarantineReader
 from streams.join_state import load_pending, lookup_turns
 from streams.metrics import StreamMetrics
@@ -53,6 +61,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _LAG_INTERVAL_S = 5.0
+
+
+@dataclass
+class _InFlight:
+    """A flush whose inserts run on the sink's thread, and what to commit when they are in."""
+
+    inserted: Future[int]
+    offsets: dict[tuple[str, int], int]
+    ingest_offsets: dict[int, int]
 
 
 class StreamWorker:
@@ -103,6 +120,9 @@ class StreamWorker:
         self._consumer: Consumer | None = None
         self._sink: ClickHouseSink | None = None
         self._client: Any = None
+        self._sink_client: Any = None  # the sink thread's own: a client runs one query at a time
+        self._inserting: ThreadPoolExecutor | None = None
+        self._in_flight: _InFlight | None = None
         self._quarantine: QuarantineProducer | None = None
         self._errors: Producer | None = None
         self._last_lag_s = 0.0
@@ -132,6 +152,8 @@ class StreamWorker:
                 self._pool.open()  # its processes load their models now
             self._open()
             self.processor.warm_up()  # models load now, not inside the first poll window
+            if threading.current_thread() is threading.main_thread():
+                settle_after_loading()  # a process of its own (see streams.heap)
             assert self._consumer is not None and self._sink is not None
             logger.info("stream worker started: group=%s topics=%s processes=%d",
                         self._group_id, self._topics, 1 + self._options.workers_processes)
@@ -145,7 +167,9 @@ class StreamWorker:
                     if rows:
                         self._sink.add_rows("quarantine", rows)
                 if self._sink.due():
-                    self._flush_and_commit()
+                    self._flush_and_commit(wait=False)
+                elif self._in_flight is not None and self._in_flight.inserted.done():
+                    self._finish_in_flight()
                 self._report_lag()
             self._flush_and_commit()
         finally:
@@ -158,12 +182,14 @@ class StreamWorker:
         settings = self._settings
         try:
             self._client = get_client(settings)
+            self._sink_client = get_client(settings)
         except Exception as e:
             raise WorkerError(f"ClickHouse at {settings.clickhouse.http_url} is unreachable "
                               f"({e}); run `flywheel stack up clickhouse`") from e
         options = self._options
+        self._inserting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink")
         self._sink = ClickHouseSink(
-            self._client, database=settings.clickhouse.database,
+            self._sink_client, database=settings.clickhouse.database,
             batch_rows=options.sink_batch_rows, flush_interval_s=options.sink_flush_interval_s,
             retry_max=options.sink_retry_max, metrics=self.metrics)
         self._quarantine = QuarantineProducer(settings.kafka, producer_name="flywheel-streams",
@@ -206,8 +232,11 @@ class StreamWorker:
             self._quarantine.close()
         if self._errors is not None:
             self._errors.flush(30)
-        if self._client is not None:
-            self._client.close()
+        if self._inserting is not None:
+            self._inserting.shutdown(wait=True)  # only after a failure can one be running
+        for client in (self._client, self._sink_client):
+            if client is not None:
+                client.close()
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -266,9 +295,16 @@ class StreamWorker:
         self._errors.produce(self._errors_topic, json.dumps(body).encode(), key=b"streams")
         self._errors.poll(0)
 
-    def _flush_and_commit(self) -> None:
-        """Quarantine and error topics first, then ClickHouse, then the offsets."""
-        assert self._sink is not None and self._consumer is not None
+    def _flush_and_commit(self, *, wait: bool = True) -> None:
+        """Quarantine and error topics first, then ClickHouse, then the offsets.
+
+        Args:
+            wait: return only once the rows are inserted and the offsets committed; with
+                False (the loop), the inserts run on the sink's thread and the commit
+                follows them (`_finish_in_flight`).
+        """
+        assert self._sink is not None and self._inserting is not None
+        self._finish_in_flight()
         ingest_pending = self._ingest is not None and self._ingest.has_uncommitted
         if not self._offsets and not self._sink.buffered_rows and not ingest_pending:
             return
@@ -278,14 +314,31 @@ class StreamWorker:
         if self._errors.flush(30) > 0:
             raise WorkerError("the errors topic did not take every message in 30 s; "
                               "check the Kafka broker")
-        self._sink.flush()
-        if self._offsets:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in self._offsets.items()]
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+        rows = self._sink.take()
+        self._in_flight = _InFlight(
+            self._inserting.submit(self._sink.insert, rows), dict(self._offsets),
+            self._ingest.take_offsets() if self._ingest is not None else {})
+        self._offsets.clear()
+        if wait:
+            self._finish_in_flight()
+
+    def _finish_in_flight(self) -> None:
+        """Wait for the flush in flight, if any, then commit the offsets behind its rows.
+
+        Raises:
+            SinkError: ClickHouse kept refusing its rows; nothing of it is committed.
+        """
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is None:
+            return
+        in_flight.inserted.result()
+        assert self._consumer is not None
+        if in_flight.offsets:
+            self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o
+                                           in in_flight.offsets.items()], asynchronous=False)
             self.metrics.commits.inc()
-            self._offsets.clear()
         if self._ingest is not None:
-            self._ingest.commit()
+            self._ingest.commit(in_flight.ingest_offsets)
 
     def _resolve_join(self) -> None:
         join = self.processor.join

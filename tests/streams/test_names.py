@@ -40,6 +40,8 @@ def test_no_ordinary_capitalised_word_is_redacted_as_a_name() -> None:
     # A cue whose words a line break or a double space separates is still a cue.
     ("Hi,\nI\nam John Smith", "Hi,\nI\nam [NAME]"),
     ("this  is Peter", "this  is [NAME]"),
+    ("call\x0bme Paul", "call\x0bme [NAME]"),
+    ("i\u00a0am Eva, from the café", "i\u00a0am [NAME], from the café"),
 ])
 def test_a_name_after_a_cue_is_redacted_with_its_surname(text: str, expected: str) -> None:
     assert redact_names(text)[0] == expected
@@ -49,3 +51,13 @@ def test_redaction_counts_names_with_the_other_private_data() -> None:
     redaction = redact("Regards,\nMaria García (maria@example.com)")
     assert redaction.text == "Regards,\n[NAME] ([EMAIL])"
     assert redaction.counts == {"name": 1, "email": 1}
+
+
+def test_every_separator_the_cue_pattern_allows_lets_a_text_through_the_prefilter() -> None:
+    # Each character `\s` matches (all of ASCII's, and non-ASCII ones), alone and
+    # doubled, between the words of "this is": the prefilter must not skip the text.
+    spaces = [chr(c) for c in range(0x3000 + 1) if chr(c).isspace() and chr(c) != " "]
+    assert "\x1c" in spaces and "\u2028" in spaces
+    for space in [*spaces, "  "]:
+        text = f"this{space}is Peter"
+        assert redact_names(text)[0] == f"this{space}is [NAME]", repr(space)
