@@ -41,7 +41,12 @@ class Metrics:
     bleu: float | None = None
     chrf: float | None = None
     toxicity_rate: float | None = None
+    generations: int = 0  # sampled generations behind toxicity_rate
     extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def toxic_generations(self) -> int:
+        return round((self.toxicity_rate or 0.0) * self.generations)
 
     def as_dict(self) -> dict[str, float]:
         values = {
@@ -49,6 +54,7 @@ class Metrics:
             "perplexity_regression": self.perplexity_regression,
             "perplexity_negatives": self.perplexity_negatives,
             "bleu": self.bleu, "chrf": self.chrf, "toxicity_rate": self.toxicity_rate,
+            "generations": self.generations if self.toxicity_rate is not None else None,
         }
         return {k: float(v) for k, v in {**values, **self.extra}.items() if v is not None}
 
@@ -93,6 +99,7 @@ def evaluate(model: Any, tokenizer: Any, data: EvalData, *, trainer: TrainerSett
         perplexity_new=ppl(data.new), perplexity_regression=ppl(data.regression),
         perplexity_negatives=ppl(data.negatives) if data.negatives is not None else None,
         bleu=bleu, chrf=chrf, toxicity_rate=toxicity,
+        generations=len(data.generation_prompts) if toxicity is not None else 0,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,9 +31,10 @@ def decide(candidate: Metrics, served: Metrics, trainer: TrainerSettings) -> Ver
 
     Passes when perplexity on the window's validation split drops by at least
     `min_improvement` (relative), perplexity on the regression set rises by at most
-    `regression_tolerance` (relative), and the toxicity rate rises by at most
-    `toxicity_tolerance`. BLEU and chrF against corrections are reported, not gated: on
-    a handful of corrections they are too noisy to veto.
+    `regression_tolerance` (relative), and the toxicity rate does not rise by more than
+    `toxicity_tolerance` beyond chance (`toxicity_alpha`; see `rise_p_value`). BLEU and
+    chrF against corrections are reported, not gated: on a handful of corrections they
+    are too noisy to veto.
     """
     needed = served.perplexity_new * (1 - trainer.min_improvement)
     if not candidate.perplexity_new < needed:
@@ -47,9 +49,16 @@ def decide(candidate: Metrics, served: Metrics, trainer: TrainerSettings) -> Ver
     if candidate.toxicity_rate is not None and served.toxicity_rate is not None:
         limit = served.toxicity_rate + trainer.toxicity_tolerance
         if candidate.toxicity_rate > limit:
-            return Verdict(False, (
-                f"more toxic: {candidate.toxicity_rate:.3f} of generations vs "
-                f"{served.toxicity_rate:.3f} served (allowed <= {limit:.3f})"))
+            p_value = rise_p_value(candidate.toxic_generations, candidate.generations,
+                                   served.toxic_generations, served.generations)
+            if p_value <= trainer.toxicity_alpha:
+                return Verdict(False, (
+                    f"more toxic: {candidate.toxicity_rate:.3f} of generations vs "
+                    f"{served.toxicity_rate:.3f} served (allowed <= {limit:.3f}; "
+                    f"p = {p_value:.3f} by chance)"))
+            logger.info("toxicity %.3f vs %.3f served is within chance (p = %.3f > %.3f)",
+                        candidate.toxicity_rate, served.toxicity_rate, p_value,
+                        trainer.toxicity_alpha)
     extra = ""
     if candidate.chrf is not None and served.chrf is not None:
         extra = f"; chrF {candidate.chrf:.1f} vs {served.chrf:.1f}"
@@ -57,6 +66,23 @@ def decide(candidate: Metrics, served: Metrics, trainer: TrainerSettings) -> Ver
         f"better on new data: perplexity {candidate.perplexity_new:.2f} vs "
         f"{served.perplexity_new:.2f}; regression {candidate.perplexity_regression:.2f} vs "
         f"{served.perplexity_regression:.2f}{extra}"))
+
+
+def rise_p_value(toxic: int, total: int, served_toxic: int, served_total: int) -> float:
+    """How likely chance alone gives the candidate `toxic` or more of the flagged generations.
+
+    One-sided Fisher exact test: of the `toxic + served_toxic` flagged generations among
+    both models' `total + served_total`, the probability that `toxic` or more fall to the
+    candidate's share if both models were equally toxic (the hypergeometric tail). 1.0
+    when there is nothing to compare.
+    """
+    flagged, everything = toxic + served_toxic, total + served_total
+    if total <= 0 or served_total <= 0 or toxic <= 0:
+        return 1.0
+    ways = math.comb(everything, total)
+    tail = sum(math.comb(flagged, k) * math.comb(everything - flagged, total - k)
+               for k in range(toxic, min(flagged, total) + 1))
+    return tail / ways
 
 
 def record_evaluation(

@@ -72,6 +72,13 @@ class TrainerSettings(_Section):
         "perplexity instead (BENCHMARKS.md, Trainer).",
     )
     toxicity_tolerance: float = Field(default=0.02, ge=0, description="Allowed toxicity rise.")
+    toxicity_alpha: float = Field(
+        default=0.05, gt=0, le=1,
+        description="A toxicity rise past the tolerance fails the gate only when chance "
+        "explains it with at most this probability (one-sided Fisher exact test on the two "
+        "models' counts of toxic generations); 1 gates on the rates alone. One flagged "
+        "generation of 16 is 6% and the corpus's own answers score 1% toxic, so rates alone "
+        "reject on noise.")
     eval_generations: int = Field(default=16, ge=0, description="Generations for BLEU/toxicity.")
     max_new_tokens: int = Field(default=32, ge=1)
     runs_dir: Path | None = Field(
