@@ -25,6 +25,10 @@ from tests.conftest import make_test_settings
 EXTRA_OFFSET = 700
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def processes_of(state_dir: Path) -> dict[int, str]:
     """Live processes whose command line or environment names the state folder."""
     needle = str(state_dir).encode()
@@ -71,7 +75,11 @@ def test_ctrl_c_mid_run_stops_every_process_the_demo_started(
         proc = subprocess.Popen(
             [sys.executable, "-m", "deploy.cli", "demo", "--quick", "--down"],
             env={**os.environ, SETTINGS_ENV: settings_to_json(own)},
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            # A shell without job control starts background commands (CI's, say) with
+            # SIGINT ignored, which children inherit, and Python then installs no
+            # KeyboardInterrupt handler. In a terminal, Ctrl-C reaches the demo.
+            preexec_fn=_default_sigint)
     apps = build_apps_supervisor(own)
     try:
         gateway = apps.get("gateway")
