@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from schemas.platform import ReasonCode
+from streams.tokens import run_bounds
 
 _WORD = re.compile(r"\w+")
 #: Slots per LSH band: two turns become candidates when all 8 slots of a band agree.
@@ -143,10 +144,9 @@ class Fingerprinter:
         long = [i for i, text in enumerate(texts) if len(text) >= self._min_chars]
         runs = [_WORD.findall(texts[i].lower()) if words is None else words[i] for i in long]
         hashes = self._words(list(chain.from_iterable(runs)))
-        starts = np.zeros(len(runs), dtype=np.intp)
-        np.cumsum([len(run) for run in runs[:-1]], out=starts[1:])
-        return self._fingerprints(texts, long, hashes, starts.tolist(),
-                                  [len(run) for run in runs])
+        lengths = [len(run) for run in runs]
+        return self._fingerprints(texts, long, hashes, run_bounds(lengths)[:-1].tolist(),
+                                  lengths)
 
     def fingerprints_of_hashes(self, texts: list[str], hashes: npt.NDArray[np.uint64],
                                bounds: list[int]) -> list[tuple[bytes,

@@ -31,7 +31,7 @@ from streams.dedup import Fingerprinter, word_hash
 from streams.pii import redact
 from streams.rows import Record
 from streams.safety import SafetyFilter, SafetyVerdict, toxicity_scores
-from streams.tokens import WordIds
+from streams.tokens import WordIds, run_bounds, select_runs
 from streams.toxicity import scores_of_ids as toxicity_scores_of_ids
 
 if TYPE_CHECKING:
@@ -217,8 +217,7 @@ class Preparer:
             # A turn none of whose words keys a protected group mentions none: its
             # `group_of` needs no set of its words (an empty list answers the same).
             keys = self._word_ids.fact("group_key", self._safety.is_group_key, bool)[word_ids]
-            seen_keys = np.zeros(len(word_ids) + 1, dtype=np.intp)
-            np.cumsum(keys, out=seen_keys[1:])
+            seen_keys = run_bounds(keys)  # keys before each word
             has_key = (seen_keys[bounds[1:]] > seen_keys[bounds[:-1]]).tolist()
             # The word shortcut is exact for ASCII only (IGNORECASE folds other letters).
             verdicts = [self._safety.judge(turn.text, score, words=(
@@ -232,16 +231,10 @@ class Preparer:
             return done
         # Refused turns never enter the duplicate window: no fingerprint needed.
         passing = [i for i, verdict in enumerate(verdicts) if not verdict.reasons]
-        if passing:
-            hashes = self._word_ids.fact("word_hash", word_hash, np.uint64)[
-                np.concatenate([word_ids[bounds[i]:bounds[i + 1]] for i in passing])]
-            passing_bounds = [0]
-            for i in passing:
-                passing_bounds.append(passing_bounds[-1] + int(bounds[i + 1] - bounds[i]))
-            prints = dict(zip(passing, self._fingerprinter.fingerprints_of_hashes(
-                [kept[i][0].text for i in passing], hashes, passing_bounds), strict=True))
-        else:
-            prints = {}
+        passing_ids, passing_bounds = select_runs(word_ids, bounds, passing)
+        hashes = self._word_ids.fact("word_hash", word_hash, np.uint64)[passing_ids]
+        prints = dict(zip(passing, self._fingerprinter.fingerprints_of_hashes(
+            [kept[i][0].text for i in passing], hashes, passing_bounds.tolist()), strict=True))
         for i, ((turn, language), score, verdict) in enumerate(
                 zip(kept, toxicity, verdicts, strict=True)):
             digest, signature = prints.get(i, (b"", None))

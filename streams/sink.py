@@ -1,8 +1,9 @@
 """Stage 4: batched, idempotent inserts into ClickHouse with clickhouse-connect.
 
 Rows are buffered per table and flushed when `sink_batch_rows` are waiting or
-`sink_flush_interval_s` has passed since the first one. A flush inserts the ledger and
-then every other table, retrying with backoff; only when it returns may the caller commit
+`sink_flush_interval_s` has passed since the first one. A flush takes the buffered rows
+(`take`) and inserts them (`insert`, which may run on another thread): the ledger, then
+every other table, retrying with backoff; only when it returns may the caller commit
 the Kafka offsets of the records behind the rows. Every table is a ReplacingMergeTree
 keyed by the source record, so rows inserted twice (a crash between insert and commit)
 collapse in `FINAL` queries. The ledger goes first so that a crash anywhere in a flush
@@ -80,17 +81,6 @@ class ClickHouseSink:
             return False
         return (self.buffered_rows >= self._batch_rows
                 or time.monotonic() - self._first_row_s >= self._flush_interval_s)
-
-    def flush(self) -> int:
-        """Insert every buffered row, the ledger first; returns the rows inserted.
-
-        Raises:
-            SinkError: an insert still failed after `sink_retry_max` retries; the rows stay
-                buffered and the caller must not commit offsets.
-        """
-        inserted = self.insert(self._buffers)
-        self.take()
-        return inserted
 
     def take(self) -> dict[str, list[tuple[Any, ...]]]:
         """The buffered rows per table, which the buffer no longer holds, for `insert`."""

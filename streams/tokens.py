@@ -29,6 +29,23 @@ _PIECE_CHARS = 1 << 20
 _KEY_SHIFTS = np.arange(_KEY_BYTES)
 
 
+def run_bounds(lengths: Any) -> npt.NDArray[np.intp]:
+    """Where each of consecutive runs of these lengths starts, then where the last ends.
+
+    `values[bounds[i]:bounds[i + 1]]` is run `i` of values laid one run after the other.
+    """
+    bounds = np.zeros(len(lengths) + 1, dtype=np.intp)
+    np.cumsum(lengths, out=bounds[1:])
+    return bounds
+
+
+def select_runs(values: npt.NDArray[Any], bounds: npt.NDArray[np.intp], which: list[int]
+                ) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp]]:
+    """Runs `which` of `values` (cut at `bounds`), one after the other, and their bounds."""
+    runs = [values[bounds[i]:bounds[i + 1]] for i in which]
+    return (np.concatenate(runs) if runs else values[:0]), run_bounds([len(r) for r in runs])
+
+
 def words(lowered: str) -> list[str]:
     """The `\\w+` runs of an already lowercased text, in order."""
     if lowered.isascii():
@@ -75,20 +92,17 @@ class WordIds:
         elif ascii_texts:
             # The ASCII texts in one piece, the others (regex runs) one by one, in order.
             ascii_ids, ascii_bounds = self._ids_of_ascii([lowered[i] for i in ascii_texts])
-            pieces = [ascii_ids[ascii_bounds[k]:ascii_bounds[k + 1]]
-                      for k in range(len(ascii_texts))][::-1]
-            is_ascii = set(ascii_texts)
-            parts = [pieces.pop() if i in is_ascii else self.ids(words(text))
-                     for i, text in enumerate(lowered)]
+            ascii_parts = iter([ascii_ids[ascii_bounds[k]:ascii_bounds[k + 1]]
+                                for k in range(len(ascii_texts))])
+            parts = [next(ascii_parts) if text.isascii() else self.ids(words(text))
+                     for text in lowered]
             if self._forgotten == forgotten:
-                bounds = np.zeros(len(parts) + 1, dtype=np.intp)
-                np.cumsum([len(part) for part in parts], out=bounds[1:])
-                return np.concatenate(parts).astype(np.intp, copy=False), bounds
+                return (np.concatenate(parts).astype(np.intp, copy=False),
+                        run_bounds([len(part) for part in parts]))
         # No ASCII text, or words forgotten half-way: every text's runs, one by one.
         runs = [words(text) for text in lowered]
-        bounds = np.zeros(len(runs) + 1, dtype=np.intp)
-        np.cumsum([len(run) for run in runs], out=bounds[1:])
-        return self.ids([word for run in runs for word in run]), bounds
+        return (self.ids([word for run in runs for word in run]),
+                run_bounds([len(run) for run in runs]))
 
     def _ids_of_ascii(self, lowered: list[str]
                       ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
@@ -104,10 +118,10 @@ class WordIds:
         pieces.append(self._ids_of_ascii_piece(lowered[start:]))
         if len(pieces) == 1:
             return pieces[0]
-        offsets = np.cumsum([0] + [len(ids) for ids, _ in pieces])
-        bounds = np.concatenate([piece_bounds[:-1] + offset for (_, piece_bounds), offset
-                                 in zip(pieces, offsets.tolist(), strict=False)]
-                                + [offsets[-1:]]).astype(np.intp)
+        starts = run_bounds([len(ids) for ids, _ in pieces])
+        bounds = np.concatenate([piece_bounds[:-1] + start for (_, piece_bounds), start
+                                 in zip(pieces, starts.tolist(), strict=False)]
+                                + [starts[-1:]]).astype(np.intp)
         return np.concatenate([ids for ids, _ in pieces]), bounds
 
     def _ids_of_ascii_piece(self, lowered: list[str]
@@ -122,8 +136,7 @@ class WordIds:
         edges = np.diff(in_word)
         starts = np.flatnonzero(edges == 1)
         lengths = np.flatnonzero(edges == -1) - starts
-        text_starts = np.zeros(len(lowered) + 1, dtype=np.intp)
-        np.cumsum([len(text) + 1 for text in lowered], out=text_starts[1:])
+        text_starts = run_bounds([len(text) + 1 for text in lowered])
         bounds = np.searchsorted(starts, text_starts).astype(np.intp)
         found = np.empty(len(starts), dtype=np.intp)
         short = np.flatnonzero(lengths <= _KEY_BYTES)

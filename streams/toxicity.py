@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streams.tokens import WordIds
+from streams.tokens import WordIds, run_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +122,7 @@ def scores_of_ids(texts: Sequence[str], word_ids: npt.NDArray[np.intp],
                          np.intp)[word_ids]
     # The same columns, in the same order, that `scores` gathers text by text.
     known = columns > 0
-    indptr = np.zeros(len(word_ids) + 1, dtype=np.intp)
-    np.cumsum(known, out=indptr[1:])
+    indptr = run_bounds(known)  # known columns before each word
     columns = columns[known]
     columns -= 1
     return _probabilities(linear, columns, indptr[bounds])

@@ -314,11 +314,10 @@ class StreamWorker:
         if self._errors.flush(30) > 0:
             raise WorkerError("the errors topic did not take every message in 30 s; "
                               "check the Kafka broker")
-        rows = self._sink.take()
+        rows, offsets, self._offsets = self._sink.take(), self._offsets, {}
         self._in_flight = _InFlight(
-            self._inserting.submit(self._sink.insert, rows), dict(self._offsets),
+            self._inserting.submit(self._sink.insert, rows), offsets,
             self._ingest.take_offsets() if self._ingest is not None else {})
-        self._offsets.clear()
         if wait:
             self._finish_in_flight()
 
