@@ -7,7 +7,9 @@ Runs its own stack (ports offset by 30000, see bench.bench_stack). Figures:
 - throughput of one worker process vs a plain confluent-kafka consumer inserting the same
   events into the same ClickHouse with no processing (the baseline), and the ratio;
 - p50/p99 produce -> inserted latency at a fixed rate (`ingested_at - ts` of chat_turns);
-- throughput of two worker processes vs one.
+- throughput of two worker processes vs one;
+- a floor between the two: the baseline plus what any worker must do (decode each record
+  with its data contract, land it in tables shaped as the curated ones), no filters.
 `--processes` is `streams.workers_processes` (helper processes per worker for the
 stateless stages; 0 = none); the one-worker figure is also taken with 0 for comparison.
 """
@@ -35,6 +37,8 @@ from deploy.warehouse import migrate
 from schemas.chat import ChatEvent
 from schemas.envelope import encode
 from schemas.feedback import FeedbackEvent
+from streams.decoding import decode_chat, decode_feedback
+from streams.rows import CHAT_TURN_COLUMNS, FEEDBACK_COLUMNS, Record, chat_turn_row, feedback_row
 from tests.streams.worker_harness import Topics, create_topics, start_worker, stop_worker
 
 WORDS = ("the account export report customer billing update android password invoice "
@@ -139,6 +143,45 @@ def baseline(settings: FlywheelSettings, client: Any, *, batch: list[tuple[str, 
     return len(batch) / (time.perf_counter() - (started or time.perf_counter()))
 
 
+def floor(settings: FlywheelSettings, client: Any, *, batch: list[tuple[str, bytes, bytes]]
+          ) -> float:
+    """The baseline plus what any worker must do: decode each record with its contract and
+    land it as a row of the curated tables (same columns and engines), no filter at all."""
+    base = f"b_{uuid.uuid4().hex[:8]}"
+    topics = create_topics(settings, base, partitions=6)
+    produce(settings, topics, batch)
+    db = settings.clickhouse.database
+    for table in ("chat_turns", "feedback"):
+        client.command(f"CREATE TABLE IF NOT EXISTS {db}.bench_floor_{table} AS {db}.{table}")
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": base,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topics.chat, topics.feedback])
+    done, started = 0, None
+    while done < len(batch):
+        messages = [m for m in consumer.consume(2000, timeout=0.5) if m.error() is None]
+        if not messages:
+            continue
+        started = started or time.perf_counter()
+        turns, feedback = [], []
+        for m in messages:
+            record = Record(m.topic(), m.partition(), m.offset(), m.key(), m.value() or b"")
+            if record.topic == topics.chat:
+                event = decode_chat(record.value)
+                turns.append(chat_turn_row(event, record, text=event.text, language="en",
+                                           topic="", toxicity=0.0, redactions={}))
+            else:
+                feedback.append(feedback_row(decode_feedback(record.value), record,
+                                             correction=None, comment=None))
+        client.insert(f"{db}.bench_floor_chat_turns", turns, column_names=CHAT_TURN_COLUMNS)
+        if feedback:
+            client.insert(f"{db}.bench_floor_feedback", feedback,
+                          column_names=FEEDBACK_COLUMNS)
+        consumer.commit(asynchronous=False)
+        done += len(messages)
+    consumer.close()
+    return len(batch) / (time.perf_counter() - (started or time.perf_counter()))
+
+
 def latency(settings: FlywheelSettings, client: Any, *, rate: float, seconds: float,
             log: Path) -> tuple[float, float]:
     base = f"b_{uuid.uuid4().hex[:8]}"
@@ -182,9 +225,10 @@ def main() -> None:
             migrate(client, settings)
             log = Path(tmp) / "workers.log"
             batch = events(args.events, seed=1)
-            one, two, base, single = [], [], [], []
+            one, two, base, bare, single = [], [], [], [], []
             for _ in range(args.runs):
                 base.append(baseline(settings, client, batch=batch))
+                bare.append(floor(settings, client, batch=batch))
                 single.append(run_workers(alone, client, workers=1, total=len(batch),
                                           batch=batch, log=log))
                 one.append(run_workers(settings, client, workers=1, total=len(batch),
@@ -206,6 +250,7 @@ topics of 6 partitions; one worker = one `python -m streams.worker` process with
 | figure (median of {args.runs}) | value |
 |---|---|
 | baseline: plain confluent-kafka consumer -> ClickHouse insert | {median(base):,.0f} events/s |
+| floor: the baseline + contract decoding + rows of the curated tables, no filters | {median(bare):,.0f} events/s (ratio {median(bare) / median(base):.2f}) |
 | one stream worker, no helper processes | {median(single):,.0f} events/s (ratio {median(single) / median(base):.2f}) |
 | one stream worker, end to end | {median(one):,.0f} events/s |
 | ratio worker / baseline | {median(one) / median(base):.2f} |

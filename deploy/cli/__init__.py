@@ -21,7 +21,7 @@ err_console = Console(stderr=True)
 
 app = typer.Typer(
     name="flywheel",
-    help="Continuous learning for chat models: Kafka -> Faust -> ClickHouse -> LoRA -> Triton.",
+    help="Continuous learning for chat models: Kafka -> streams -> ClickHouse -> LoRA -> Triton.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
