@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -91,6 +92,9 @@ class AlertSink:
         self._producer = AlertProducer(settings.kafka, producer_name=producer_name, topic=topic)
         self._table = table
         self._client: Any | None = None
+        # The receiver writes each webhook call from its own thread, and one
+        # clickhouse-connect client refuses concurrent queries in its session.
+        self._lock = threading.Lock()
 
     def write(self, alerts: Sequence[Alert]) -> None:
         """Store then announce; both must succeed for Alertmanager to get a 200.
@@ -101,12 +105,13 @@ class AlertSink:
         if not alerts:
             return
         try:
-            if self._client is None:
-                from deploy.clickhouse.client import get_client
+            with self._lock:
+                if self._client is None:
+                    from deploy.clickhouse.client import get_client
 
-                self._client = get_client(self._settings)
-            self._client.insert(self._table, [alert_row(a) for a in alerts],
-                                column_names=list(ALERT_COLUMNS))
+                    self._client = get_client(self._settings)
+                self._client.insert(self._table, [alert_row(a) for a in alerts],
+                                    column_names=list(ALERT_COLUMNS))
         except Exception as e:
             raise ReceiverError(f"could not store {len(alerts)} alerts in ClickHouse: {e}") from e
         try:

@@ -2,11 +2,14 @@
 
 A window is attempted at most once (success, rejection or empty): the evaluations table
 remembers which windows were evaluated, so restarting `watch` does not retrain them. A
-firing input-drift alert (`monitoring.actions.RETRAIN_ALERTS`) that started after the last
-evaluation was made, or a retrain request the alert receiver performed
-(`monitoring_actions`), lowers the bar to one example. With `trainer.retrain_policy = "on_drift"`,
-only the first evaluation needs no alert: afterwards the trainer waits for the users'
-traffic to drift instead of retraining on every window.
+firing input-drift alert (`monitoring.actions.RETRAIN_ALERTS`), or a retrain request the
+alert receiver performed (`monitoring_actions`), lowers the bar to one example until a
+candidate passes the gate: a request stands until an evaluation made after it published,
+so a drift whose first retrained candidates were rejected (they forgot the old topics,
+say) is retried on each following window instead of waiting for a new alert that may
+never come. With `trainer.retrain_policy = "on_drift"`, only the first evaluation needs no
+alert: afterwards the trainer waits for the users' traffic to drift instead of retraining
+on every window.
 """
 
 from __future__ import annotations
@@ -31,15 +34,19 @@ logger = logging.getLogger(__name__)
 def _last_evaluation(
     client: Any, settings: FlywheelSettings
 ) -> tuple[datetime | None, datetime | None]:
-    """(end of the newest evaluated window, when the newest evaluation was made)."""
+    """(end of the newest evaluated window, when the newest passing evaluation was made).
+
+    Either is None when there is no such evaluation.
+    """
     rows = client.query(
-        "SELECT max(window_end), max(evaluated_at), count() FROM "
-        f"{settings.clickhouse.database}.evaluations WHERE model = {{model:String}}",
+        "SELECT max(window_end), maxIf(evaluated_at, passed), count(), countIf(passed) "
+        f"FROM {settings.clickhouse.database}.evaluations FINAL WHERE model = {{model:String}}",
         parameters={"model": settings.model.name},
     ).result_rows
     if not rows or not rows[0][2]:
         return None, None
-    return _utc(rows[0][0]), _utc(rows[0][1])
+    end, passed_at, _, n_passed = rows[0]
+    return _utc(end), _utc(passed_at) if n_passed else None
 
 
 def _utc(value: datetime) -> datetime:
@@ -86,16 +93,17 @@ def due_window(
     trainer = settings.trainer
     start, end = latest_closed_window(now, window_s=trainer.window_s,
                                       grace_s=trainer.window_grace_s)
-    done, evaluated_at = _last_evaluation(client, settings)
+    done, passed_at = _last_evaluation(client, settings)
     if done is not None and end <= done:
         return None
     new = count_examples(client, settings, start, end)
     if new >= trainer.min_new_examples and (
             trainer.retrain_policy == "every_window" or not has_published(client, settings)):
         return start, end, f"{new} new examples"
-    # A request made before the last evaluation was answered by that run (an alert that
-    # keeps firing while its retrained version is rolled out asks for nothing new).
-    if new and drift_requested(client, settings, evaluated_at):
+    # A request made before the last passing evaluation was answered by that run (an
+    # alert that keeps firing while its retrained version is rolled out asks for nothing
+    # new); a rejected candidate answers nothing.
+    if new and drift_requested(client, settings, passed_at):
         return start, end, f"drift alert ({new} new examples)"
     return None
 

@@ -136,3 +136,42 @@ def test_drifted_traffic_fires_a_drift_alert_that_reaches_the_receiver_and_resol
         runner.close()
         receiver.stop()
         sink.close()
+
+
+@pytest.mark.integration
+def test_webhook_calls_arriving_together_are_all_stored(
+    warehouse: Any, monitoring_settings: FlywheelSettings, alerts_topic: str,
+) -> None:
+    # Alertmanager posts each alert group on its own connection; the receiver writes them
+    # from worker threads through one sink.
+    import httpx
+
+    from tests.monitoring.test_alerts_and_actions import webhook
+
+    monitoring = monitoring_settings.monitoring
+    sink = AlertSink(monitoring_settings, topic=alerts_topic)
+    receiver = ServerThread(build_receiver_app(sink), host=monitoring.receiver_host,
+                            port=monitoring.receiver_port)
+    url = f"http://{monitoring.receiver_host}:{monitoring.receiver_port}/alerts"
+    names = [f"FlywheelConcurrent{i}" for i in range(12)]
+    statuses: list[int] = []
+    receiver.start()
+    try:
+        def post(name: str) -> None:
+            body = webhook("firing", name=name)
+            body["alerts"][0]["fingerprint"] = name  # one alert each, not one alert resent
+            statuses.append(httpx.post(url, json=body, timeout=30).status_code)
+
+        threads = [threading.Thread(target=post, args=(name,)) for name in names]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        receiver.stop()
+        sink.close()
+
+    assert statuses == [200] * len(names)
+    stored = {row[0] for row in warehouse.query(
+        "SELECT name FROM alerts WHERE name LIKE 'FlywheelConcurrent%'").result_rows}
+    assert stored == set(names)

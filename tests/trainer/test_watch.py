@@ -109,19 +109,43 @@ def test_a_retrain_request_that_does_not_apply_is_ignored(
     warehouse: Any, watched: FlywheelSettings, case: str,
 ) -> None:
     _chat(warehouse, watched, 3)
-    db = watched.clickhouse.database
     if case == "before the last window":
-        # The previous window was evaluated; the request predates its end.
-        warehouse.insert(f"{db}.evaluations",
-                         [[uuid.uuid4(), watched.model.name, 2, START - timedelta(hours=1),
-                           START, "", END]],
-                         column_names=["evaluation_id", "model", "candidate_version",
-                                       "window_start", "window_end", "reason",
-                                       "evaluated_at"])
+        # The previous window was evaluated and published; the request predates that.
+        _evaluation(warehouse, watched, START - timedelta(hours=1), START, passed=True,
+                    at=START)
     _retrain_request(warehouse, watched, model="other-model" if case == "another model"
                      else watched.model.name, performed=case != "not performed",
                      at=START - timedelta(minutes=5) if case == "before the last window"
                      else START + timedelta(minutes=5))
+    assert due_window(warehouse, watched, now=NOW) is None
+
+
+def _evaluation(warehouse: Any, settings: FlywheelSettings, start: datetime, end: datetime,
+                *, passed: bool, at: datetime) -> None:
+    warehouse.insert(f"{settings.clickhouse.database}.evaluations",
+                     [[uuid.uuid4(), settings.model.name, 2, start, end, passed,
+                       "published" if passed else "forgets", at]],
+                     column_names=["evaluation_id", "model", "candidate_version",
+                                   "window_start", "window_end", "passed", "reason",
+                                   "evaluated_at"])
+
+
+def test_a_retrain_request_stands_until_a_candidate_passes(
+    warehouse: Any, watched: FlywheelSettings,
+) -> None:
+    # The request came before the previous window was evaluated, and that candidate was
+    # rejected: the drift is still unanswered, so the next window is retrained too.
+    _chat(warehouse, watched, 3)
+    _retrain_request(warehouse, watched, model=watched.model.name, performed=True,
+                     at=START - timedelta(minutes=30))
+    _evaluation(warehouse, watched, START - timedelta(hours=1), START, passed=False,
+                at=START - timedelta(minutes=20))
+    assert due_window(warehouse, watched, now=NOW) == (
+        START, END, "drift alert (3 new examples)")
+
+    # Once a later candidate passed, the same request asks for nothing more.
+    _evaluation(warehouse, watched, START - timedelta(minutes=40), START - timedelta(minutes=10),
+                passed=True, at=START - timedelta(minutes=5))
     assert due_window(warehouse, watched, now=NOW) is None
 
 
