@@ -18,13 +18,19 @@ from deploy.demo.run import DemoOutcome, DemoRunner
 from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings
 
+#: The demo's own time budget below, plus the stack and teardown: when the demo runs out
+#: of time its own error (what it waited for, where to look) ends the test, not pytest's
+#: default per-test timeout.
+DEMO_BUDGET_S = 1200
+pytestmark = pytest.mark.timeout(DEMO_BUDGET_S + 300)
+
 
 @pytest.fixture(scope="module")
 def outcome(settings: FlywheelSettings, stack: Supervisor) -> Iterator[tuple[DemoRunner,
                                                                              DemoOutcome]]:
     from deploy.local.stack import build_apps_supervisor
 
-    runner = DemoRunner(settings, make_plan(settings, quick=True, time_budget_s=1200))
+    runner = DemoRunner(settings, make_plan(settings, quick=True, time_budget_s=DEMO_BUDGET_S))
     try:
         yield runner, runner.run()
     finally:
