@@ -76,14 +76,19 @@ def eval_data(tokenizer: Any, *, validation: list[TextExample], regression: list
     )
 
 
+def perplexity(model: Any, packed: Packed, *, trainer: TrainerSettings,
+               placement: Placement) -> float:
+    """exp of the mean loss over `packed`'s response tokens (capped at exp(50))."""
+    loss = validation_loss(model, packed, batch_size=trainer.batch_size, placement=placement)
+    return math.exp(min(loss, 50.0))
+
+
 def evaluate(model: Any, tokenizer: Any, data: EvalData, *, trainer: TrainerSettings,
              placement: Placement) -> Metrics:
     """Measure one model (a base, or a base with an adapter) on `data`."""
-    batch = trainer.batch_size
 
     def ppl(packed: Packed) -> float:
-        loss = validation_loss(model, packed, batch_size=batch, placement=placement)
-        return math.exp(min(loss, 50.0))
+        return perplexity(model, packed, trainer=trainer, placement=placement)
 
     bleu = chrf = None
     if data.correction_prompts:

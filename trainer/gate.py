@@ -26,12 +26,16 @@ class Verdict:
     reason: str
 
 
-def decide(candidate: Metrics, served: Metrics, trainer: TrainerSettings) -> Verdict:
+def decide(candidate: Metrics, served: Metrics, trainer: TrainerSettings, *,
+           base_regression: float | None = None) -> Verdict:
     """Compare a candidate with the served model on the same data.
 
     Passes when perplexity on the window's validation split drops by at least
     `min_improvement` (relative), perplexity on the regression set rises by at most
-    `regression_tolerance` (relative), and the toxicity rate does not rise by more than
+    `regression_tolerance` (relative) against the served version and by at most
+    `base_regression_tolerance` against the bare base (`base_regression`, when given:
+    each version may forget a little, all of them together only that much), and the
+    toxicity rate does not rise by more than
     `toxicity_tolerance` beyond chance (`toxicity_alpha`; see `rise_p_value`). BLEU and
     chrF against corrections are reported, not gated: on a handful of corrections they
     are too noisy to veto.
@@ -46,6 +50,13 @@ def decide(candidate: Metrics, served: Metrics, trainer: TrainerSettings) -> Ver
         return Verdict(False, (
             f"forgets: regression perplexity {candidate.perplexity_regression:.2f} vs "
             f"{served.perplexity_regression:.2f} served (allowed <= {allowed:.2f})"))
+    if base_regression is not None:
+        allowed = base_regression * (1 + trainer.base_regression_tolerance)
+        if candidate.perplexity_regression > allowed:
+            return Verdict(False, (
+                f"forgets over versions: regression perplexity "
+                f"{candidate.perplexity_regression:.2f} vs {base_regression:.2f} of the base "
+                f"(allowed <= {allowed:.2f}, trainer.base_regression_tolerance)"))
     if candidate.toxicity_rate is not None and served.toxicity_rate is not None:
         limit = served.toxicity_rate + trainer.toxicity_tolerance
         if candidate.toxicity_rate > limit:
@@ -88,11 +99,14 @@ def rise_p_value(toxic: int, total: int, served_toxic: int, served_total: int) -
 def record_evaluation(
     client: Any, settings: FlywheelSettings, *, window: Window, candidate_version: int,
     baseline_version: int | None, candidate: Metrics, served: Metrics, verdict: Verdict,
+    base_regression: float | None = None,
 ) -> uuid.UUID:
     """Write one row to the evaluations table, whatever the verdict."""
     evaluation_id = uuid.uuid4()
     metrics = {f"candidate_{k}": v for k, v in candidate.as_dict().items()}
     metrics.update({f"served_{k}": v for k, v in served.as_dict().items()})
+    if base_regression is not None:
+        metrics["base_perplexity_regression"] = base_regression
     row = [
         evaluation_id, settings.model.name, candidate_version, baseline_version,
         window.start, window.end, candidate.perplexity_new, served.perplexity_new,

@@ -14,7 +14,7 @@ from trainer.distributed import SINGLE, Distributed
 from trainer.errors import TrainerConfigError
 
 if TYPE_CHECKING:
-    from deploy.settings import FlywheelSettings
+    from deploy.settings import FlywheelSettings, TrainerSettings
     from schemas.platform import ModelPublished
     from trainer.evaluate import EvalData, Metrics
     from trainer.gate import Verdict
@@ -159,25 +159,51 @@ def _gate_and_publish(
     del served_model
     if progress:
         progress("evaluation", 2, 2)
-    verdict = decide(candidate, served_metrics, trainer)
+    base_regression = (served_metrics.perplexity_regression if served is None
+                       else base_regression_perplexity(base_path, placement, data, trainer))
+    verdict = decide(candidate, served_metrics, trainer, base_regression=base_regression)
     timings["evaluate_s"] = time.perf_counter() - clock
 
     candidate_version = next_version(settings.triton_model_repository(), settings.model.name)
     candidate_version = max(candidate_version, 2)  # version 1 is the bare base
     record_evaluation(client, settings, window=window, candidate_version=candidate_version,
                       baseline_version=served.version if served else None,
-                      candidate=candidate, served=served_metrics, verdict=verdict)
+                      candidate=candidate, served=served_metrics, verdict=verdict,
+                      base_regression=base_regression)
     published = None
     if verdict.passed and publish_if_passed:
         clock = time.perf_counter()
         metrics = {**candidate.as_dict(),
-                   **{f"served_{k}": v for k, v in served_metrics.as_dict().items()}}
+                   **{f"served_{k}": v for k, v in served_metrics.as_dict().items()},
+                   "base_perplexity_regression": base_regression}
         published = publish(client, settings, adapter_dir=result.adapter_dir,
                             snapshot=window.snapshot, metrics=metrics,
                             previous_version=served.version if served else None)
         timings["publish_s"] = time.perf_counter() - clock
     return RunReport(window, result, candidate, served_metrics,
                      served.version if served else None, verdict, published, timings)
+
+
+#: The bare base's regression perplexity per (base weights, device, packing): both are
+#: fixed while `watch` runs, so the base is measured once, not at every window.
+_BASE_REGRESSION: dict[tuple[str, int, str, int], float] = {}
+
+
+def base_regression_perplexity(base_path: Path, placement: Placement, data: EvalData,
+                               trainer: TrainerSettings) -> float:
+    """The bare base's perplexity on the regression set, measured once per base."""
+    from trainer.evaluate import perplexity
+    from trainer.model import load_with_adapter
+
+    stamp = max((f.stat().st_mtime_ns for f in base_path.iterdir() if f.is_file()), default=0)
+    key = (str(base_path.resolve()), stamp, str(placement.device),
+           trainer.sequence_length_tokens)
+    if key not in _BASE_REGRESSION:
+        model = load_with_adapter(base_path, placement, None)
+        _BASE_REGRESSION[key] = perplexity(model, data.regression, trainer=trainer,
+                                           placement=placement)
+        del model
+    return _BASE_REGRESSION[key]
 
 
 def sabotage(examples: list[Any], *, seed: int) -> list[Any]:

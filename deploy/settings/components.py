@@ -60,7 +60,15 @@ class TrainerSettings(_Section):
         "user traffic drifted (an embedding or feature drift alert, or a retrain request).",
     )
     regression_tolerance: float = Field(
-        default=0.05, ge=0, description="Allowed relative perplexity rise on the regression set."
+        default=0.05, ge=0,
+        description="Allowed relative perplexity rise on the regression set against the "
+        "served version.",
+    )
+    base_regression_tolerance: float = Field(
+        default=0.15, ge=0,
+        description="Allowed relative perplexity rise on the regression set against the bare "
+        "base model: the bound on forgetting over all versions, which regression_tolerance "
+        "alone would let grow by that much with each version.",
     )
     min_improvement: float = Field(
         default=0.0, ge=0, description="Required relative perplexity drop on the new data."

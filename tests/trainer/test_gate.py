@@ -51,3 +51,20 @@ def test_a_rise_within_the_tolerance_needs_no_test() -> None:
     verdict = decide(metrics(BETTER_PPL, 1, 100), metrics(SERVED_PPL, 0, 100),
                      TrainerSettings(toxicity_alpha=1.0))
     assert verdict.passed, verdict.reason
+
+
+def test_forgetting_is_bounded_against_the_base_not_only_the_served_version() -> None:
+    # Each version forgot 5% more than the one before it: within regression_tolerance of
+    # the served version, but 21.6% above the base after four versions.
+    served = metrics({"perplexity_new": 100.0, "perplexity_regression": 50.0 * 1.05 ** 3},
+                     0, 4)
+    candidate = metrics({"perplexity_new": 70.0, "perplexity_regression": 50.0 * 1.05 ** 4},
+                        0, 4)
+    settings = TrainerSettings()
+    assert decide(candidate, served, settings).passed
+    verdict = decide(candidate, served, settings, base_regression=50.0)
+    assert not verdict.passed
+    assert verdict.reason.startswith("forgets over versions: regression perplexity 60.78 vs "
+                                     "50.00 of the base (allowed <= 57.50")
+    assert decide(candidate, served, TrainerSettings(base_regression_tolerance=0.25),
+                  base_regression=50.0).passed

@@ -41,7 +41,8 @@ def scenario(
     isolated = settings.model_copy(update={
         "model": settings.model.model_copy(
             update={"name": name.replace("_", "-"), "base_model_path": tiny_base}),
-        "trainer": fast_trainer(runs_dir=tmp / "runs", regression_tolerance=0.5),
+        "trainer": fast_trainer(runs_dir=tmp / "runs", regression_tolerance=0.5,
+                                base_regression_tolerance=0.5),
         "triton": settings.triton.model_copy(update={"model_repository": tmp / "models"}),
         "clickhouse": settings.clickhouse.model_copy(update={"database": name}),
     })
@@ -135,3 +136,10 @@ def test_the_gate_rejects_a_sabotaged_adapter_and_the_served_version_stays(
         f"SELECT passed, reason FROM {db}.evaluations ORDER BY evaluated_at").result_rows
     assert [passed for passed, _ in evaluations] == [True, False]
     assert all(reason for _, reason in evaluations)
+    # Both runs bounded forgetting against the bare base: the first had it as the served
+    # model, the second measured it apart from version 2 (same weights, same data).
+    bases = [row[0] for row in client.query(
+        f"SELECT metrics['base_perplexity_regression'] FROM {db}.evaluations "
+        "ORDER BY evaluated_at").result_rows]
+    assert bases[0] == pytest.approx(first_run.served.perplexity_regression)
+    assert bases[1] == pytest.approx(bases[0], rel=1e-4)
