@@ -337,7 +337,7 @@ class DemoRunner:
                 logger.debug("demo: checking %r failed: %s", what, e)
             if time.monotonic() > deadline:
                 raise DemoTimeoutError(
-                    f"waited {limit:.0f} s for {what} and the time budget "
+                    f"waited {limit:.0f} s for {what}{self._last_verdict()} and the time budget "
                     f"(demo.time_budget_s={self.plan.time_budget_s:.0f}) is spent; "
                     "`flywheel status`, `flywheel stack logs SERVICE` and `flywheel apps "
                     "logs PROCESS` (trainer-watch: each evaluation and why it was not "
@@ -366,6 +366,22 @@ class DemoRunner:
         if live not in {v for v, _ in self.outcome.served}:
             self.outcome.served.append((live, datetime.now(UTC)))
             self.ui.note(f"version {live} is serving")
+
+    def _last_verdict(self) -> str:
+        """"; the last evaluation (at HH:MM:SS): REASON", or "" when there is none to read."""
+        try:
+            rows = self._client().query(
+                "SELECT evaluated_at, passed, reason FROM evaluations FINAL "
+                "WHERE model = {m:String} ORDER BY evaluated_at DESC LIMIT 1",
+                parameters={"m": self.settings.model.name}).result_rows
+        except Exception as e:  # the error being raised matters more than this detail
+            logger.debug("demo: reading the last evaluation failed: %s", e)
+            return ""
+        if not rows:
+            return "; the trainer has evaluated nothing yet"
+        at, passed, reason = rows[0]
+        verdict = "published" if passed else "not published"
+        return f"; the last evaluation (at {at:%H:%M:%S} UTC): {verdict}: {reason}"
 
     def _alerts_since(self, since: datetime, status: str) -> list[str]:
         """Names of input-drift alerts with `status` that started after `since`."""
