@@ -106,12 +106,18 @@ def _warehouse_status(settings: FlywheelSettings, status: OnCallStatus) -> None:
                                     "train_rows, published_at FROM model_versions FINAL WHERE "
                                     "model = {model:String} ORDER BY published_at DESC LIMIT 1",
                                     model)
-        status.last_evaluation = _one(client, "SELECT candidate_version, passed, reason, "
-                                      "perplexity_new, perplexity_regression, evaluated_at "
-                                      "FROM evaluations WHERE model = {model:String} "
-                                      "ORDER BY evaluated_at DESC LIMIT 1", model)
+        status.last_evaluation = last_evaluation(client, settings.model.name)
     finally:
         client.close()
+
+
+def last_evaluation(client: Any, model: str) -> dict[str, Any] | None:
+    """The newest `evaluations` row of `model` (candidate_version, passed, reason,
+    perplexity_new, perplexity_regression, evaluated_at), or None before the first."""
+    return _one(client, "SELECT candidate_version, passed, reason, perplexity_new, "
+                "perplexity_regression, evaluated_at FROM evaluations "
+                "WHERE model = {model:String} ORDER BY evaluated_at DESC LIMIT 1",
+                {"model": model})
 
 
 def _one(client: Any, query: str, parameters: dict[str, Any]) -> dict[str, Any] | None:

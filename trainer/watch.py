@@ -38,15 +38,13 @@ def _last_evaluation(
 
     Either is None when there is no such evaluation.
     """
-    rows = client.query(
-        "SELECT max(window_end), maxIf(evaluated_at, passed), count(), countIf(passed) "
+    [(end, passed_at)] = client.query(
+        "SELECT maxOrNull(window_end), maxIfOrNull(evaluated_at, passed) "
         f"FROM {settings.clickhouse.database}.evaluations FINAL WHERE model = {{model:String}}",
         parameters={"model": settings.model.name},
     ).result_rows
-    if not rows or not rows[0][2]:
-        return None, None
-    end, passed_at, _, n_passed = rows[0]
-    return _utc(end), _utc(passed_at) if n_passed else None
+    return (None if end is None else _utc(end),
+            None if passed_at is None else _utc(passed_at))
 
 
 def _utc(value: datetime) -> datetime:

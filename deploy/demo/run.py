@@ -369,19 +369,18 @@ class DemoRunner:
 
     def _last_verdict(self) -> str:
         """"; the last evaluation (at HH:MM:SS): REASON", or "" when there is none to read."""
+        from monitoring.status import last_evaluation
+
         try:
-            rows = self._client().query(
-                "SELECT evaluated_at, passed, reason FROM evaluations FINAL "
-                "WHERE model = {m:String} ORDER BY evaluated_at DESC LIMIT 1",
-                parameters={"m": self.settings.model.name}).result_rows
+            row = last_evaluation(self._client(), self.settings.model.name)
         except Exception as e:  # the error being raised matters more than this detail
             logger.debug("demo: reading the last evaluation failed: %s", e)
             return ""
-        if not rows:
+        if row is None:
             return "; the trainer has evaluated nothing yet"
-        at, passed, reason = rows[0]
-        verdict = "published" if passed else "not published"
-        return f"; the last evaluation (at {at:%H:%M:%S} UTC): {verdict}: {reason}"
+        verdict = "published" if row["passed"] else "not published"
+        return (f"; the last evaluation (at {row['evaluated_at']:%H:%M:%S} UTC): "
+                f"{verdict}: {row['reason']}")
 
     def _alerts_since(self, since: datetime, status: str) -> list[str]:
         """Names of input-drift alerts with `status` that started after `since`."""
