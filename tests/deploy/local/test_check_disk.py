@@ -1,0 +1,48 @@
+"""The install's disk preflight: a fresh `make` refuses clearly when the disk cannot hold the venv."""
+
+import os
+import subprocess
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[3] / "deploy" / "local" / "check-disk.sh"
+
+
+def _run(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TMPDIR": str(tmp_path), **settings}
+    return subprocess.run(
+        [str(SCRIPT), str(tmp_path / "venv")], env=env, capture_output=True, text=True, check=False
+    )
+
+
+def _free_gib(path: Path) -> int:
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize // 2**30
+
+
+def test_enough_room_passes(tmp_path):
+    result = _run(tmp_path, FLYWHEEL_INSTALL_MIN_FREE_GB="0", FLYWHEEL_INSTALL_MIN_TMP_GB="0")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_too_little_room_names_the_folder_the_need_and_the_setting(tmp_path):
+    need = _free_gib(tmp_path) + 100
+    result = _run(tmp_path, FLYWHEEL_INSTALL_MIN_FREE_GB=str(need), FLYWHEEL_INSTALL_MIN_TMP_GB="0")
+    assert result.returncode == 1
+    assert str(tmp_path / "venv") in result.stderr
+    assert f"needs about {need} GiB" in result.stderr
+    assert "FLYWHEEL_INSTALL_MIN_FREE_GB" in result.stderr
+
+
+def test_temporary_files_count_when_they_share_the_disk(tmp_path):
+    # TMPDIR is on the same filesystem here, so pip's share is added to the venv's.
+    half = _free_gib(tmp_path) // 2 + 1
+    result = _run(tmp_path, FLYWHEEL_INSTALL_MIN_FREE_GB=str(half), FLYWHEEL_INSTALL_MIN_TMP_GB=str(half))
+    assert result.returncode == 1
+    assert f"needs about {2 * half} GiB" in result.stderr
+
+
+def test_a_malformed_setting_is_named(tmp_path):
+    result = _run(tmp_path, FLYWHEEL_INSTALL_MIN_FREE_GB="lots")
+    assert result.returncode == 2
+    assert "FLYWHEEL_INSTALL_MIN_FREE_GB must be a whole number" in result.stderr
