@@ -37,6 +37,7 @@ test-unit: venv
 
 lint: venv
 	$(BIN)/ruff check schemas streams trainer inference monitoring deploy tests bench
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python -m bench

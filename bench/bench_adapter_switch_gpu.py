@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 SECTION = "Adapter switch on GPU"
-PRESETS = {
+PRESETS: dict[str, dict[str, Any]] = {
     "tinyllama": {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
                   "num_attention_heads": 32, "num_key_value_heads": 4, "vocab_size": 32000,
                   "max_position_embeddings": 2048},
@@ -66,7 +66,8 @@ def build(folder: Path, preset: str, device: str) -> tuple[Path, list[Path], int
     torch.manual_seed(0)
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     with torch.device(device):
-        model = LlamaForCausalLM(LlamaConfig(**PRESETS[preset])).to(dtype)
+        model: Any = LlamaForCausalLM(LlamaConfig(**PRESETS[preset]))
+        model = model.to(dtype)
     base = folder / "base"
     model.save_pretrained(str(base))
     params = sum(p.numel() for p in model.parameters())
@@ -119,7 +120,8 @@ def measure(preset: str, switches: int, tokens: int) -> dict[str, Any]:
         ids = torch.randint(1, PRESETS[preset]["vocab_size"], (1, 32), device=device)
 
         # Ours: a plain model, adapters merged in place.
-        model = LlamaForCausalLM.from_pretrained(str(base), dtype=dtype).to(device).eval()
+        model: Any = LlamaForCausalLM.from_pretrained(str(base), dtype=dtype)
+        model = model.to(device).eval()
         bare_mb = _memory(device)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -147,7 +149,8 @@ def measure(preset: str, switches: int, tokens: int) -> dict[str, Any]:
             torch.cuda.empty_cache()
 
         # Baseline: peft holding the adapters, unmerged.
-        model = LlamaForCausalLM.from_pretrained(str(base), dtype=dtype).to(device).eval()
+        model = LlamaForCausalLM.from_pretrained(str(base), dtype=dtype)
+        model = model.to(device).eval()
         bare_mb = _memory(device)
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()

@@ -33,6 +33,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -52,7 +53,7 @@ from schemas import DatasetSnapshot, ModelPublished
 from streams.topics import ensure_topics
 
 KEY = {"Authorization": "Bearer flywheel-dev-key"}
-ASK = {"messages": [{"role": "user", "content": "my laptop does not start"}], "max_tokens": 16}
+ASK: dict[str, Any] = {"messages": [{"role": "user", "content": "my laptop does not start"}], "max_tokens": 16}
 EXTRA_PORT_OFFSET = 4000
 
 

@@ -34,9 +34,9 @@ from deploy.clickhouse.client import get_client
 from deploy.local.stack import build_stack
 from deploy.settings import FlywheelSettings
 from deploy.warehouse import migrate
-from schemas.chat import ChatEvent
+from schemas.chat import ChatEvent, Role
 from schemas.envelope import encode
-from schemas.feedback import FeedbackEvent
+from schemas.feedback import FeedbackEvent, FeedbackKind
 from streams.decoding import decode_chat, decode_feedback
 from streams.rows import CHAT_TURN_COLUMNS, FEEDBACK_COLUMNS, Record, chat_turn_row, feedback_row
 from tests.streams.worker_harness import Topics, create_topics, start_worker, stop_worker
@@ -59,13 +59,13 @@ def events(count: int, *, seed: int) -> list[tuple[str, bytes, bytes]]:
             text = "you stupid fucking idiot " + text
         elif bait < 0.05:
             text += f" mail me at u{len(out)}@example.com or +1 415 555 {rng.randint(1000, 9999)}"
-        turn = ChatEvent(conversation_id=conv, turn_index=1, role="assistant", text=text,
+        turn = ChatEvent(conversation_id=conv, turn_index=1, role=Role.ASSISTANT, text=text,
                          model="m", model_version="v1", tenant=f"t{rng.randint(0, 9)}",
                          timestamp=now)
         out.append(("chat", conv.encode(), encode(turn, producer="bench")))
         if rng.random() < 0.1:
             fb = FeedbackEvent(conversation_id=conv, turn_event_id=turn.event_id,
-                               kind="thumbs_up", tenant=turn.tenant, timestamp=now)
+                               kind=FeedbackKind.THUMBS_UP, tenant=turn.tenant, timestamp=now)
             out.append(("fb", conv.encode(), encode(fb, producer="bench")))
     return out[:count]
 
@@ -135,7 +135,7 @@ def baseline(settings: FlywheelSettings, client: Any, *, batch: list[tuple[str, 
             continue
         started = started or time.perf_counter()
         client.insert(f"{db}.bench_baseline", [[m.topic(), m.partition(), m.offset(),
-                                                m.value().decode()] for m in messages],
+                                                (m.value() or b"").decode()] for m in messages],
                       column_names=["topic", "part", "off", "value"])
         consumer.commit(asynchronous=False)
         done += len(messages)
@@ -164,7 +164,7 @@ def floor(settings: FlywheelSettings, client: Any, *, batch: list[tuple[str, byt
         started = started or time.perf_counter()
         turns, feedback = [], []
         for m in messages:
-            record = Record(m.topic(), m.partition(), m.offset(), m.key(), m.value() or b"")
+            record = Record.of(m)
             if record.topic == topics.chat:
                 event = decode_chat(record.value)
                 turns.append(chat_turn_row(event, record, text=event.text, language="en",

@@ -34,7 +34,7 @@ SECTION = "Trainer on GPU"
 SEQ = 1024
 BATCH = 8
 PEAK_BF16_FLOPS = 989e12
-LLAMA = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
+LLAMA: dict[str, Any] = {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22,
          "num_attention_heads": 32, "num_key_value_heads": 4, "vocab_size": 32000,
          "max_position_embeddings": 2048}
 
@@ -47,7 +47,8 @@ def build_base(folder: Path) -> int:
     config = LlamaConfig(**LLAMA)
     torch.manual_seed(0)
     with torch.device("cuda"):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
+        model: Any = LlamaForCausalLM(config)
+        model = model.to(torch.bfloat16)
     model.save_pretrained(str(folder))
     # check_base_model wants tokenizer files; these loops feed token ids directly.
     (folder / "tokenizer_config.json").write_text("{}")

@@ -73,7 +73,7 @@ def _decode_fast(value: bytes) -> ChatEvent | None:
         envelope = _ENVELOPE.model_validate_json(value)
     except ValidationError:
         return None
-    payload = envelope.payload
+    payload: ChatEvent = envelope.payload
     if (envelope.kind != _CHAT_KIND or envelope.schema_version != KINDS[_CHAT_KIND][1]
             or not _characters_are_valid(payload.text)):
         return None

@@ -115,8 +115,7 @@ class IngestQuarantineReader:
                 if error.code() != KafkaError._PARTITION_EOF:
                     logger.warning("quarantine consumer error: %s", error.str())
                 continue
-            record = Record(message.topic(), message.partition(), message.offset(),
-                            message.key(), message.value() or b"")
+            record = Record.of(message)
             self._offsets[record.partition] = record.offset + 1
             try:
                 row = ingest_rejection_row(record)

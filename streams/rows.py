@@ -48,6 +48,12 @@ class Record:
     key: bytes | None
     value: bytes
 
+    @classmethod
+    def of(cls, message: Any) -> Record:
+        """The Record of a message confluent-kafka consumed without error."""
+        return cls(message.topic(), message.partition(), message.offset(), message.key(),
+                   message.value() or b"")
+
     @property
     def record_id(self) -> UUID:
         """Stable id of this record's quarantine or error decision (from its position)."""

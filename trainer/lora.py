@@ -119,7 +119,7 @@ def train_adapter(
     steps_per_epoch = max(1, micro_per_epoch // trainer.grad_accumulation_steps)
     total = min(max_steps or trainer.max_steps, trainer.max_epochs * steps_per_epoch)
 
-    state = {"step": 0, "best_loss": math.inf, "best_step": 0, "bad_evals": 0,
+    state: dict[str, Any] = {"step": 0, "best_loss": math.inf, "best_step": 0, "bad_evals": 0,
              "initial_loss": math.nan, "tokens": 0, "seconds": 0.0, "best": None}
     saved = load_checkpoint(run_dir, model, state)
     runner = distributed.wrap(model, placement)

@@ -93,7 +93,7 @@ def load_base(path: Path, placement: Placement) -> Any:
     from transformers import AutoModelForCausalLM
 
     check_base_model(path)
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=placement.dtype)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=placement.dtype)
     return model.to(placement.device)
 
 

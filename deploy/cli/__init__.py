@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -66,7 +66,7 @@ def get_settings(ctx: typer.Context) -> FlywheelSettings:
 
 
 def serve_http(
-    app_: object, *, host: str, port: int, settings: FlywheelSettings, keys_setting: str,
+    app_: Any, *, host: str, port: int, settings: FlywheelSettings, keys_setting: str,
     has_keys: bool, banner: str,
 ) -> None:
     """Run one of Flywheel's FastAPI services in the foreground until interrupted."""

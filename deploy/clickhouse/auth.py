@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import hmac
 from collections.abc import Mapping, Sequence
+from email.message import Message
 
 from deploy.clickhouse.errors import AUTHENTICATION_FAILED, ServerError
 from deploy.settings import ClickHouseUser
 
 
-def credentials(headers: Mapping[str, str], params: Mapping[str, str]) -> tuple[str, str]:
+def credentials(
+    headers: Mapping[str, str] | Message[str, str], params: Mapping[str, str]
+) -> tuple[str, str]:
     """User and password from basic auth, X-ClickHouse-User/-Key, or user/password params.
 
     Raises:

@@ -102,10 +102,10 @@ def _marks(ax: Any, outcome: DemoOutcome) -> None:
     for key, color, label in (("shift", "tab:purple", "traffic shift"),
                               ("drift_fired", "tab:red", "drift alert"),
                               ("drift_resolved", "tab:blue", "alert resolved")):
-        at = outcome.marks.get(key)
-        if at is not None:
-            ax.axvline(at, color=color, linestyle=":", linewidth=1.2)
-            ax.annotate(label, (at, 1), xycoords=("data", "axes fraction"), rotation=90,
+        mark = outcome.marks.get(key)
+        if mark is not None:
+            ax.axvline(mark, color=color, linestyle=":", linewidth=1.2)
+            ax.annotate(label, (mark, 1), xycoords=("data", "axes fraction"), rotation=90,
                         va="top", ha="right", fontsize=8, color=color)
 
 

@@ -18,9 +18,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from deploy.clickhouse.config import SETTINGS_ENV, settings_to_json
 from deploy.settings import FlywheelSettings
-from schemas.chat import ChatEvent
+from schemas.chat import ChatEvent, Role
 from schemas.envelope import encode
-from schemas.feedback import FeedbackEvent
+from schemas.feedback import FeedbackEvent, FeedbackKind
 
 ROOT = Path(__file__).resolve().parents[2]
 BIG_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -122,9 +122,9 @@ def produce_conversations(
             user_text = f"My email is user{c}@example.com and card 4111 1111 1111 1111"
         elif c % 20 == 7:
             user_text = "Hello there"  # exact duplicate bait: same text many times
-        user = ChatEvent(conversation_id=conversation, turn_index=0, role="user",
+        user = ChatEvent(conversation_id=conversation, turn_index=0, role=Role.USER,
                          text=user_text, tenant=f"tenant-{c % 3}", timestamp=now)
-        answer = ChatEvent(conversation_id=conversation, turn_index=1, role="assistant",
+        answer = ChatEvent(conversation_id=conversation, turn_index=1, role=Role.ASSISTANT,
                            text=f"Here is how to proceed with request {c}: "
                                 + realistic_text(rng, c + 10_000),
                            model="flywheel-chat", model_version="v1", latency_ms=12.5,
@@ -136,7 +136,7 @@ def produce_conversations(
         produced.assistant_ids.append(answer.event_id)
         if c % 10 == 0:
             feedback = FeedbackEvent(conversation_id=conversation, turn_event_id=answer.event_id,
-                                     kind="rating", rating=rng.randint(1, 5),
+                                     kind=FeedbackKind.RATING, rating=rng.randint(1, 5),
                                      tenant=f"tenant-{c % 3}", timestamp=now)
             producer.produce(topics.feedback, encode(feedback, producer="test"),
                              key=conversation.encode())

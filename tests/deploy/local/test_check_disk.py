@@ -1,4 +1,4 @@
-"""The install's disk preflight: a fresh `make` refuses clearly when the disk cannot hold the venv."""
+"""The install's disk preflight: a fresh `make` refuses clearly when the venv cannot fit."""
 
 import os
 import subprocess
@@ -37,7 +37,8 @@ def test_too_little_room_names_the_folder_the_need_and_the_setting(tmp_path):
 def test_temporary_files_count_when_they_share_the_disk(tmp_path):
     # TMPDIR is on the same filesystem here, so pip's share is added to the venv's.
     half = _free_gib(tmp_path) // 2 + 1
-    result = _run(tmp_path, FLYWHEEL_INSTALL_MIN_FREE_GB=str(half), FLYWHEEL_INSTALL_MIN_TMP_GB=str(half))
+    result = _run(tmp_path, FLYWHEEL_INSTALL_MIN_FREE_GB=str(half),
+                  FLYWHEEL_INSTALL_MIN_TMP_GB=str(half))
     assert result.returncode == 1
     assert f"needs about {2 * half} GiB" in result.stderr
 
