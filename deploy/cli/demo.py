@@ -106,7 +106,9 @@ def demo(
     folder = settings.state_path / "demo" / plan.run_id
     client = get_client(runner.settings, readonly=True)
     try:
-        outcome.report_path = write_report(client, outcome, folder=folder)
+        outcome.report_path = write_report(
+            client, outcome, folder=folder, database=runner.settings.clickhouse.database,
+            config_path=runner.config_path())
     finally:
         client.close()
     table = Table(title=f"Flywheel demo: {time.monotonic() - started:.0f} s", show_header=False)

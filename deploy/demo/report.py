@@ -2,7 +2,8 @@
 
 Written to `<state_dir>/demo/<run id>/report.html`, with every plot also saved as a PNG
 beside it. The queries run against the demo's database as printed, so an analyst can
-paste them into `flywheel clickhouse sql` (with `--database`) and go on from there.
+paste them into `flywheel --config <run folder>/flywheel.toml sql "..."` and go on from
+there; the page says so with the run's own path.
 """
 
 from __future__ import annotations
@@ -69,8 +70,14 @@ class Figure:
     file_name: str
 
 
-def write_report(client: Any, outcome: DemoOutcome, *, folder: Path) -> Path:
-    """Run the queries, draw the plots, write `report.html` and the PNGs into `folder`."""
+def write_report(client: Any, outcome: DemoOutcome, *, folder: Path, database: str,
+                 config_path: Path) -> Path:
+    """Run the queries, draw the plots, write `report.html` and the PNGs into `folder`.
+
+    Args:
+        database: the ClickHouse database the queries read (named on the page).
+        config_path: the run's settings file, for the `flywheel --config ... sql` line.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,7 +93,8 @@ def write_report(client: Any, outcome: DemoOutcome, *, folder: Path) -> Path:
         (folder / figure.file_name).write_bytes(figure.png)
     evaluations = _rows(client, EVALUATIONS_SQL)
     path = folder / "report.html"
-    path.write_text(_html(outcome, figures, evaluations), encoding="utf-8")
+    page = _html(outcome, figures, evaluations, database=database, config_path=config_path)
+    path.write_text(page, encoding="utf-8")
     return path
 
 
@@ -256,8 +264,8 @@ def summary_rows(outcome: DemoOutcome) -> list[tuple[str, str]]:
     return rows
 
 
-def _html(outcome: DemoOutcome, figures: list[Figure],
-          evaluations: list[tuple[Any, ...]]) -> str:
+def _html(outcome: DemoOutcome, figures: list[Figure], evaluations: list[tuple[Any, ...]],
+          *, database: str, config_path: Path) -> str:
     esc = html.escape
     summary = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>"
                       for k, v in summary_rows(outcome))
@@ -280,8 +288,10 @@ th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-a
 img {{ max-width: 100%; }} pre {{ background: #f6f6f6; padding: 8px; overflow-x: auto; }}
 </style></head><body>
 <h1>Flywheel demo: the loop on one machine</h1>
-<p>Run {esc(outcome.plan.run_id)}, started {esc(outcome.started_at.isoformat(timespec="seconds"))},
-database <code>{esc(outcome.plan.model)}</code>'s warehouse.</p>
+<p>Run {esc(outcome.plan.run_id)}, started {esc(outcome.started_at.isoformat(timespec="seconds"))}:
+model <code>{esc(outcome.plan.model)}</code> in database <code>{esc(database)}</code>.
+Every query on this page runs as printed, while the stack is up:
+<code>flywheel --config {esc(str(config_path))} sql "..."</code></p>
 <table>{summary}</table>
 {"".join(sections)}
 <section><h2>The gate's decisions</h2><pre>{esc(EVALUATIONS_SQL)}</pre>

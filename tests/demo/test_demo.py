@@ -96,11 +96,15 @@ def test_quick_demo_report_has_every_plot_and_its_query(
     runner, result = outcome
     client = get_client(runner.settings, readonly=True)
     try:
-        path = write_report(client, result, folder=tmp_path / "report")
+        path = write_report(client, result, folder=tmp_path / "report",
+                            database=runner.settings.clickhouse.database,
+                            config_path=runner.config_path())
     finally:
         client.close()
     page = path.read_text()
     assert page.count("<img ") == 5
     assert "FROM drift_evaluations" in page and "FROM quarantine FINAL" in page
+    assert f"database <code>{runner.settings.clickhouse.database}</code>" in page
+    assert f"flywheel --config {runner.config_path()} sql" in page
     assert sorted(p.name for p in path.parent.glob("*.png")) == [
         "drift.png", "latency.png", "perplexity.png", "quarantine.png", "throughput.png"]
