@@ -23,17 +23,21 @@ DOCS = [ROOT / "README.md", ROOT / "docs" / "analysts.md",
         *sorted((ROOT / "docs" / "runbooks").glob("*.md"))]
 _BLOCK = re.compile(r"^[ \t]*```sql\n(.*?)^[ \t]*```", re.MULTILINE | re.DOTALL)
 _INLINE = re.compile(r"(?<!`)`(SELECT [^`]+)`(?!`)")
+_CLI = re.compile(r'flywheel sql "(SELECT [^"]+)"')  # in shell blocks
 
 
 def documented_queries() -> list[tuple[str, str]]:
-    """(file:line, query) of each ```sql block and inline `SELECT ...` in the docs."""
+    """(file:line, query) of each ```sql block, inline `SELECT ...` and `flywheel sql "..."`."""
     found = []
     for path in DOCS:
         text = path.read_text(encoding="utf-8")
-        for pattern in (_BLOCK, _INLINE):
+        for pattern in (_BLOCK, _INLINE, _CLI):
             for match in pattern.finditer(text):
+                query = match.group(1).strip()
+                if "..." in query:  # a shorthand such as `flywheel sql "SELECT ..."`
+                    continue
                 line = text.count("\n", 0, match.start()) + 1
-                found.append((f"{path.relative_to(ROOT)}:{line}", match.group(1).strip()))
+                found.append((f"{path.relative_to(ROOT)}:{line}", query))
     return found
 
 
@@ -43,6 +47,7 @@ QUERIES = documented_queries()
 def test_the_docs_have_the_queries_this_module_checks() -> None:
     # The analysts' guide answers ten questions; the drift and feedback runbooks add theirs.
     files = {where.split(":")[0] for where, _ in QUERIES}
+    assert "docs/runbooks/FlywheelStreamErrors.md" in files  # `flywheel sql "..."` lines
     assert sum(where.startswith("docs/analysts.md") for where, _ in QUERIES) >= 10
     assert {"docs/runbooks/FlywheelEmbeddingDrift.md",
             "docs/runbooks/FlywheelFeatureDrift.md"} <= files
