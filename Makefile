@@ -15,7 +15,7 @@ setup: venv system
 
 # Reinstall only when the dependency lists change.
 $(STAMP): pyproject.toml deploy/constraints.txt
-	@test -x $(BIN)/python || { deploy/local/check-disk.sh . && $(PYTHON) -m venv $(VENV); }
+	@test -x $(BIN)/python || { $(PYTHON) deploy/local/check_disk.py $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -q -c deploy/constraints.txt -e '.[dev]'
 	@touch $@

@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import hmac
 from collections.abc import Mapping, Sequence
-from email.message import Message
+from typing import TYPE_CHECKING
 
 from deploy.clickhouse.errors import AUTHENTICATION_FAILED, ServerError
 from deploy.settings import ClickHouseUser
+
+if TYPE_CHECKING:
+    from email.message import Message
 
 
 def credentials(

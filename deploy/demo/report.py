@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import shlex
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -291,7 +292,7 @@ img {{ max-width: 100%; }} pre {{ background: #f6f6f6; padding: 8px; overflow-x:
 <p>Run {esc(outcome.plan.run_id)}, started {esc(outcome.started_at.isoformat(timespec="seconds"))}:
 model <code>{esc(outcome.plan.model)}</code> in database <code>{esc(database)}</code>.
 Every query on this page runs as printed, while the stack is up:
-<code>flywheel --config {esc(str(config_path))} sql "..."</code></p>
+<code>flywheel --config {esc(shlex.quote(str(config_path)))} sql "..."</code></p>
 <table>{summary}</table>
 {"".join(sections)}
 <section><h2>The gate's decisions</h2><pre>{esc(EVALUATIONS_SQL)}</pre>

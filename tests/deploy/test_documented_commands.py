@@ -23,9 +23,10 @@ SOURCES = [
                               "deploy", "bench")
             for p in (ROOT / package).rglob("*.py")),
 ]
-_INLINE = re.compile(r"`(flywheel [^`\n]+)`")
-_LINE = re.compile(r"^\s*(flywheel [^\n#]+)", re.MULTILINE)  # in shell blocks
-_SEPARATORS = re.compile(r"\s(?:\|\||\||&&|;)\s")
+_INLINE = re.compile(r"`(flywheel [^`\n]+)`|<code>(flywheel [^<\n]+)</code>"
+                     r"|\((flywheel [a-z][^)\n]*)\)")
+_LINE = re.compile(r"^\s*(?:\$ |\S*/bin/)?(flywheel [^\n#]+)", re.MULTILINE)  # shell blocks
+_SEPARATORS = re.compile(r"\s(?:\|\||\||&&|;)\s|,\s+(?=flywheel )")
 
 
 def documented_commands() -> list[tuple[str, str]]:
@@ -36,7 +37,8 @@ def documented_commands() -> list[tuple[str, str]]:
         for pattern in (_INLINE, _LINE) if path.suffix == ".md" else (_INLINE,):
             for match in pattern.finditer(text):
                 line = text.count("\n", 0, match.start()) + 1
-                for part in _SEPARATORS.split(match.group(1)):
+                written = next(group for group in match.groups() if group)
+                for part in _SEPARATORS.split(written):
                     if part.strip().startswith("flywheel "):
                         found[(f"{path.relative_to(ROOT)}:{line}", part.strip())] = None
     return list(found)
@@ -51,6 +53,7 @@ def _is_placeholder(token: str) -> bool:
 
 def resolve(command: str) -> list[str]:
     """The command path of a `flywheel ...` line; raises AssertionError naming what is wrong."""
+    command = re.sub(r"<[^>]*>", "X", command)  # `<run id>` is one placeholder
     try:
         tokens = shlex.split(command)[1:]
     except ValueError:  # an unclosed quote in a shorthand such as `flywheel sql "SELECT ...`
@@ -86,7 +89,8 @@ def test_the_scan_finds_the_commands_people_are_told_to_run() -> None:
     written = {command for _, command in COMMANDS}
     assert {"flywheel status", "flywheel stack up", "flywheel trainer watch"} <= written
     assert any(where.startswith("docs/runbooks/") for where, _ in COMMANDS)
-    assert any(where.endswith(".py") or ".py:" in where for where, _ in COMMANDS)
+    assert any(".py:" in where for where, _ in COMMANDS)
+    assert ("deploy/demo/report.py" in {where.split(":")[0] for where, _ in COMMANDS})
 
 
 def test_a_command_the_cli_lacks_is_caught() -> None:
@@ -96,6 +100,8 @@ def test_a_command_the_cli_lacks_is_caught() -> None:
         resolve("flywheel models canary 3 --shares 0.1")
     assert resolve("flywheel --config x.toml models canary 3 --share 0.1") == [
         "flywheel", "models", "canary"]
+    assert resolve("flywheel --config .flywheel/demo/<run id>/flywheel.toml status") == [
+        "flywheel", "status"]
 
 
 def test_every_documented_command_exists() -> None:
