@@ -251,14 +251,14 @@ class StreamWorker:
                 if error.code() != KafkaError._PARTITION_EOF:
                     logger.warning("consumer error: %s", error.str())
                 continue
-            key = (message.topic(), message.partition())
-            offset = message.offset()
-            self._offsets[key] = offset + 1
-            read[key[0]] += 1
-            prior = self._logged.get(key, {}).pop(offset, None)
+            record = Record.of(message)
+            key = (record.topic, record.partition)
+            self._offsets[key] = record.offset + 1
+            read[record.topic] += 1
+            prior = self._logged.get(key, {}).pop(record.offset, None)
             if prior is not None:
-                logged[(key[0], key[1], offset)] = prior
-            records.append(Record(key[0], key[1], offset, message.key(), message.value() or b""))
+                logged[(record.topic, record.partition, record.offset)] = prior
+            records.append(record)
         for topic, count in read.items():  # one update per topic, not per record
             self.metrics.records_in.labels(topic).inc(count)
         result = self.processor.process(records, logged)

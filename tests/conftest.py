@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -47,6 +49,34 @@ def make_test_settings(
             sections[name] = section.model_copy(update=moved)
     sections.update(overrides)
     return FlywheelSettings(state_dir=state_dir, **sections)
+
+
+def with_database(settings: FlywheelSettings, database: str) -> FlywheelSettings:
+    """`settings` pointed at another ClickHouse database."""
+    return settings.model_copy(update={
+        "clickhouse": settings.clickhouse.model_copy(update={"database": database})})
+
+
+@contextmanager
+def migrated_database(settings: FlywheelSettings, **client_options: Any) -> Iterator[Any]:
+    """A client on `settings`' database, migrated first and dropped afterwards.
+
+    `client_options` go to `get_client` (`readonly=True`, say); ClickHouse must be up.
+    """
+    from deploy.clickhouse.client import get_client
+    from deploy.warehouse import migrate
+
+    admin = get_client(settings, database="default")
+    try:
+        migrate(admin, settings)
+        client = get_client(settings, **client_options)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        admin.command(f"DROP DATABASE IF EXISTS {settings.clickhouse.database}")
+        admin.close()
 
 
 @pytest.fixture(scope="session")

@@ -96,6 +96,18 @@ def rise_p_value(toxic: int, total: int, served_toxic: int, served_total: int) -
     return tail / ways
 
 
+def comparison_metrics(candidate: Metrics, served: Metrics, *, base_regression: float | None,
+                       candidate_prefix: str = "") -> dict[str, float]:
+    """What a comparison measured, as one map: the candidate's metrics (keys after
+    `candidate_prefix`), the served version's (`served_`), and the bare base's regression
+    perplexity (`base_perplexity_regression`) when it was measured."""
+    metrics = {f"{candidate_prefix}{k}": v for k, v in candidate.as_dict().items()}
+    metrics.update({f"served_{k}": v for k, v in served.as_dict().items()})
+    if base_regression is not None:
+        metrics["base_perplexity_regression"] = base_regression
+    return metrics
+
+
 def record_evaluation(
     client: Any, settings: FlywheelSettings, *, window: Window, candidate_version: int,
     baseline_version: int | None, candidate: Metrics, served: Metrics, verdict: Verdict,
@@ -103,10 +115,8 @@ def record_evaluation(
 ) -> uuid.UUID:
     """Write one row to the evaluations table, whatever the verdict."""
     evaluation_id = uuid.uuid4()
-    metrics = {f"candidate_{k}": v for k, v in candidate.as_dict().items()}
-    metrics.update({f"served_{k}": v for k, v in served.as_dict().items()})
-    if base_regression is not None:
-        metrics["base_perplexity_regression"] = base_regression
+    metrics = comparison_metrics(candidate, served, base_regression=base_regression,
+                                 candidate_prefix="candidate_")
     row = [
         evaluation_id, settings.model.name, candidate_version, baseline_version,
         window.start, window.end, candidate.perplexity_new, served.perplexity_new,

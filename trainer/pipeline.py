@@ -139,7 +139,7 @@ def _gate_and_publish(
     """
     from inference.repository import next_version
     from trainer.evaluate import evaluate
-    from trainer.gate import decide, record_evaluation
+    from trainer.gate import comparison_metrics, decide, record_evaluation
     from trainer.model import load_with_adapter
     from trainer.publish import publish, served_version
 
@@ -173,9 +173,7 @@ def _gate_and_publish(
     published = None
     if verdict.passed and publish_if_passed:
         clock = time.perf_counter()
-        metrics = {**candidate.as_dict(),
-                   **{f"served_{k}": v for k, v in served_metrics.as_dict().items()},
-                   "base_perplexity_regression": base_regression}
+        metrics = comparison_metrics(candidate, served_metrics, base_regression=base_regression)
         published = publish(client, settings, adapter_dir=result.adapter_dir,
                             snapshot=window.snapshot, metrics=metrics,
                             previous_version=served.version if served else None)

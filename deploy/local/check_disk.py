@@ -54,8 +54,9 @@ def _existing(path: Path) -> Path:
 
 def check(target: Path, temporary: Path) -> None:
     """Raises: DiskCheckError: the install would not fit, or a setting is malformed."""
-    need = setting("FLYWHEEL_INSTALL_MIN_FREE_GB")
+    need_venv = setting("FLYWHEEL_INSTALL_MIN_FREE_GB")
     need_tmp = setting("FLYWHEEL_INSTALL_MIN_TMP_GB")
+    need = need_venv
     target, temporary = _existing(target), _existing(temporary)
     if os.stat(target).st_dev == os.stat(temporary).st_dev:
         need += need_tmp
@@ -73,7 +74,7 @@ def check(target: Path, temporary: Path) -> None:
             f"{need} GiB (torch and its CUDA libraries, plus pip's temporary files).\n"
             "  Free space (old clones, stale .venv folders, ~/.cache/pip), then run make again.\n"
             "  To install anyway, lower FLYWHEEL_INSTALL_MIN_FREE_GB "
-            f"(now {setting('FLYWHEEL_INSTALL_MIN_FREE_GB')}).", code=1)
+            f"(now {need_venv}).", code=1)
 
 
 def main(argv: list[str]) -> int:

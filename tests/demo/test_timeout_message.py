@@ -13,6 +13,7 @@ from deploy.demo.plan import make_plan
 from deploy.demo.run import DemoRunner, DemoTimeoutError
 from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings
+from tests.conftest import migrated_database, with_database
 
 pytestmark = pytest.mark.integration
 
@@ -32,17 +33,10 @@ def _timeout_message(runner: DemoRunner) -> str:
 def test_a_timeout_waiting_for_a_version_names_the_last_rejection(
     running: Callable[..., Supervisor], settings: FlywheelSettings, unique_name: str,
 ) -> None:
-    from deploy.clickhouse.client import get_client
-    from deploy.warehouse import migrate
-
     running("clickhouse")
     runner = DemoRunner(settings, make_plan(settings, quick=True, time_budget_s=60))
-    runner.settings = runner.settings.model_copy(update={
-        "clickhouse": runner.settings.clickhouse.model_copy(update={"database": unique_name})})
-    admin = get_client(runner.settings, database="default")
-    migrate(admin, runner.settings)
-    client = get_client(runner.settings)
-    try:
+    runner.settings = with_database(runner.settings, unique_name)
+    with migrated_database(runner.settings) as client:
         assert "the trainer has evaluated nothing yet" in _timeout_message(runner)
 
         at = datetime(2026, 11, 27, 0, 26, 51, tzinfo=UTC)
@@ -58,7 +52,3 @@ def test_a_timeout_waiting_for_a_version_names_the_last_rejection(
         assert (f"waited 0 s for version 3 serving; the last evaluation (at 00:26:51 UTC): "
                 f"not published: {reason}") in message
         assert "demo.time_budget_s=60" in message
-    finally:
-        client.close()
-        admin.command(f"DROP DATABASE IF EXISTS {unique_name}")
-        admin.close()

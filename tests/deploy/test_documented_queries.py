@@ -20,7 +20,7 @@ import pytest
 
 from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings
-from deploy.warehouse import migrate
+from tests.conftest import migrated_database, with_database
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", ROOT / "docs" / "analysts.md",
@@ -60,21 +60,11 @@ def test_the_docs_have_the_queries_this_module_checks() -> None:
 @pytest.fixture(scope="module")
 def warehouse(running: Callable[..., Supervisor],
               settings: FlywheelSettings) -> Iterator[tuple[Any, str]]:
-    from deploy.clickhouse.client import get_client
-
     running("clickhouse")
     database = f"t_docs_{uuid.uuid4().hex[:8]}"
-    isolated = settings.model_copy(
-        update={"clickhouse": settings.clickhouse.model_copy(update={"database": database})})
-    admin = get_client(isolated, database="default")
-    reader = get_client(isolated, database="default", readonly=True)
-    try:
-        migrate(admin, isolated)
+    with migrated_database(with_database(settings, database), database="default",
+                           readonly=True) as reader:
         yield reader, database
-    finally:
-        reader.close()
-        admin.command(f"DROP DATABASE IF EXISTS {database}")
-        admin.close()
 
 
 @pytest.mark.integration

@@ -17,6 +17,7 @@ from deploy.local.prometheus_config import alertmanager_config, prometheus_confi
 from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings, MonitoringSettings
 from streams.topics import ALERTS, ensure_topics
+from tests.conftest import migrated_database
 
 # The monitor's and receiver's ports: the defaults + the stack's port offset.
 _MONITORING_DEFAULTS = MonitoringSettings()
@@ -46,19 +47,9 @@ def monitoring_settings(
 def warehouse(running: Callable[..., Supervisor], monitoring_settings: FlywheelSettings
               ) -> Iterator[Any]:
     """A migrated database of its own; dropped afterwards."""
-    from deploy.clickhouse.client import get_client
-    from deploy.warehouse import migrate
-
     running("clickhouse")
-    admin = get_client(monitoring_settings, database="default")
-    migrate(admin, monitoring_settings)
-    client = get_client(monitoring_settings)
-    try:
+    with migrated_database(monitoring_settings) as client:
         yield client
-    finally:
-        client.close()
-        admin.command(f"DROP DATABASE IF EXISTS {monitoring_settings.clickhouse.database}")
-        admin.close()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 
 from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings, TrainerSettings
+from tests.conftest import migrated_database
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -63,16 +64,6 @@ def warehouse(
     running: Callable[..., Supervisor], trainer_settings: FlywheelSettings
 ) -> Iterator[Any]:
     """A migrated database of its own on the test stack's ClickHouse; dropped afterwards."""
-    from deploy.clickhouse.client import get_client
-    from deploy.warehouse import migrate
-
     running("clickhouse")
-    admin = get_client(trainer_settings, database="default")
-    migrate(admin, trainer_settings)
-    client = get_client(trainer_settings)
-    try:
+    with migrated_database(trainer_settings) as client:
         yield client
-    finally:
-        client.close()
-        admin.command(f"DROP DATABASE IF EXISTS {trainer_settings.clickhouse.database}")
-        admin.close()
