@@ -165,7 +165,25 @@ class StreamsSettings(_Section):
     join_max_turns: int = Field(default=200_000, ge=1, description="Turns kept for the join.")
     sink_batch_rows: int = Field(default=5_000, ge=1, description="Flush at this many rows.")
     sink_flush_interval_s: float = Field(default=0.5, gt=0, description="Or after this long.")
-    sink_retry_max: int = Field(default=8, ge=0, description="Insert retries before giving up.")
+    sink_retry_max: int = Field(
+        default=8, ge=0, description="Retries of an insert ClickHouse refuses while it answers "
+        "(before the batch is bisected and the rows it still refuses are quarantined); while "
+        "ClickHouse is unreachable the worker pauses and retries without limit.")
+    sink_backoff_max_s: float = Field(
+        default=5.0, gt=0, description="Longest wait between retries of an insert or commit.")
+    join_max_pending: int = Field(
+        default=5_000, ge=1, description="Feedback events waiting for their turn; feedback "
+        "whose turn is unknown while this many wait is quarantined as `orphan_feedback`.")
+    join_lookup_chunk_ids: int = Field(
+        default=1_000, ge=1, le=10_000, description="Ids per warehouse lookup of the "
+        "waiting feedback's turns (keeps each query well under ClickHouse's 256 KiB limit).")
+    join_lookup_interval_s: float = Field(
+        default=5.0, ge=0, description="Feedback already looked up waits this long before "
+        "its turn is looked up again; new feedback is looked up at the next flush.")
+    shutdown_grace_s: float = Field(
+        default=30.0, gt=0, description="On stop, how long the last flush may wait for "
+        "Kafka and ClickHouse; past it the worker exits without committing (the records "
+        "are read again on restart).")
     workers_processes: int = Field(
         default=0, ge=0, le=64,
         description="Helper processes per worker for the stateless stages (decode, clean, "
@@ -215,6 +233,11 @@ class InferenceSettings(_Section):
     )
     canary_max_error_rate: float = Field(default=0.01, ge=0, le=1)
     canary_max_negative_feedback_rate: float = Field(default=0.5, ge=0, le=1)
+    serving_check_interval_s: float = Field(
+        default=1.0, gt=0,
+        description="How often the controller asks Triton whether the model is ready, and "
+        "loads the live version again when it is not (a Triton restart loses it).",
+    )
 
     _ports = field_validator("gateway_port")(_check_port)
 
@@ -285,6 +308,11 @@ class MonitoringSettings(_Section):
     )
     fresh_promotion_s: int = Field(
         default=3600, ge=1, description="A version is `freshly promoted` for this long."
+    )
+    platform_alert_hold_s: float = Field(
+        default=3600.0, gt=0,
+        description="How long an alert a Flywheel process raises (a refused version, a "
+        "dropped canary) stays firing in Alertmanager unless raised again.",
     )
 
     _ports = field_validator("metrics_port", "receiver_port")(_check_port)
