@@ -17,6 +17,13 @@ MAX_TEXT_CHARS = 32_000
 MAX_METADATA_BYTES = 4_096
 #: Identifiers (tenants, conversations, model names) are short printable tokens.
 MAX_ID_CHARS = 128
+#: The range of an event's `timestamp`, inclusive. The warehouse partitions turns by day
+#: and expires them at `toDateTime(ts) + TTL`, a 32-bit DateTime that wraps after
+#: 2106-02-07: a later timestamp (or one a TTL pushes past it) is deleted at the next
+#: merge, and a timestamp before 2000 lands in a partition of its own and is expired at
+#: once or, before 1970, never. Ending at 2099 leaves room for TTLs of up to 6 years.
+MIN_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_EVENT_TIME = datetime(2099, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
 
 #: Unicode categories Cc (C0 and C1 controls) and Cs (lone surrogates), except newline,
 #: tab and carriage return. One regex scan: this check runs on every event produced.
@@ -50,7 +57,21 @@ def _no_control_characters(value: str) -> str:
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as e:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise ValueError("is outside the years 1-9999 in UTC; send a time between "
+                         "2000-01-01 and 2099-12-31 UTC") from e
+
+
+def _in_event_range(value: datetime) -> datetime:
+    if not MIN_EVENT_TIME <= value <= MAX_EVENT_TIME:
+        raise ValueError(
+            f"{value.isoformat()} is outside the range Flywheel stores, "
+            f"{MIN_EVENT_TIME:%Y-%m-%d} to {MAX_EVENT_TIME:%Y-%m-%d} UTC; send the time the "
+            "event happened, with its timezone"
+        )
+    return value
 
 
 def _is_user_hash(value: str) -> str:
@@ -65,8 +86,12 @@ def _is_user_hash(value: str) -> str:
 Text = Annotated[
     str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_no_control_characters)
 ]
+#: Short free text (a feedback comment): may be empty, no control characters either.
+Comment = Annotated[str, Field(max_length=2_000), AfterValidator(_no_control_characters)]
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+#: When an event happened: a `UtcDatetime` within `MIN_EVENT_TIME`..`MAX_EVENT_TIME`.
+EventTime = Annotated[UtcDatetime, AfterValidator(_in_event_range)]
 UserHash = Annotated[str, AfterValidator(_is_user_hash)]
 
 

@@ -12,10 +12,10 @@ from pydantic import Field, field_validator, model_validator
 from schemas.base import (
     MAX_METADATA_BYTES,
     Contract,
+    EventTime,
     Identifier,
     Text,
     UserHash,
-    UtcDatetime,
     lax_enum,
     utc_now,
 )
@@ -57,8 +57,9 @@ class ChatEvent(Contract):
     """Tokens of the prompt the model saw, for assistant turns."""
     completion_tokens: Annotated[int, Field(ge=0)] | None = None
     """Tokens the model generated, for assistant turns."""
-    timestamp: UtcDatetime = Field(default_factory=utc_now)
-    """When the turn happened; must carry a timezone and is stored in UTC."""
+    timestamp: EventTime = Field(default_factory=utc_now)
+    """When the turn happened; must carry a timezone, is stored in UTC
+    and lies within 2000-01-01..2099-12-31 (`schemas.base.MIN_EVENT_TIME`, `MAX_EVENT_TIME`)."""
     tenant: Identifier
     """The product or customer the conversation belongs to."""
     user_id_hash: UserHash | None = None

@@ -9,11 +9,12 @@ from uuid import UUID, uuid4
 from pydantic import Field, model_validator
 
 from schemas.base import (
+    Comment,
     Contract,
+    EventTime,
     Identifier,
     Text,
     UserHash,
-    UtcDatetime,
     lax_enum,
     utc_now,
 )
@@ -58,14 +59,15 @@ class FeedbackEvent(Contract):
         default_factory=list, max_length=len(FlagReason)
     )
     """Why the answer was flagged; at least one for `flag`, none otherwise."""
-    comment: Annotated[str, Field(max_length=2_000)] | None = None
-    """Optional free text from the user."""
+    comment: Comment | None = None
+    """Optional free text from the user, at most 2,000 characters, without control characters."""
     tenant: Identifier
     """The product or customer the conversation belongs to."""
     user_id_hash: UserHash | None = None
     """HMAC-SHA-256 of who gave the feedback; never the raw id."""
-    timestamp: UtcDatetime = Field(default_factory=utc_now)
-    """When the feedback was given; must carry a timezone and is stored in UTC."""
+    timestamp: EventTime = Field(default_factory=utc_now)
+    """When the feedback was given; must carry a timezone, is stored in UTC
+    and lies within 2000-01-01..2099-12-31 (`schemas.base.MIN_EVENT_TIME`, `MAX_EVENT_TIME`)."""
 
     @model_validator(mode="after")
     def _fields_match_kind(self) -> FeedbackEvent:
