@@ -5,6 +5,11 @@ catches up to the latest version), checks the published adapter against the repo
 (copying it in from `adapter_uri` when the trainer wrote it elsewhere), and swaps; or,
 with `inference.canary_share` above 0, runs the version as a canary first and promotes
 or drops it on its live figures (`inference.canary`).
+
+Beside the consumer a `ServingWatchdog` (`inference.watchdog`) loads the live version
+again whenever Triton has lost it (a Triton restart), so serving comes back without a
+command. Every alert the controller raises goes to Alertmanager
+(`monitoring.platform_alerts`), from where the receiver stores it.
 """
 
 from __future__ import annotations
@@ -19,10 +24,10 @@ from confluent_kafka import Consumer, KafkaError
 from deploy.settings import FlywheelSettings
 from inference.canary import ArmStats, GatewayStats, Thresholds, Verdict, judge
 from inference.errors import CanaryError, InferenceError, SwapError
-from inference.events import AlertProducer
 from inference.repository import adapter_sha256, read_metadata, versions, write_version
 from inference.routing import Routing, read_routing
 from inference.swap import SwapController, SwapResult
+from inference.watchdog import ServingWatchdog
 from schemas import Alert, ModelPublished
 from schemas.envelope import decode
 from schemas.errors import FlywheelError
@@ -166,19 +171,26 @@ def run_controller(
     repo: Path | None = None, topic: str = MODELS_PUBLISHED.name,
     alerts_topic: str | None = None, poll_s: float = 0.5,
 ) -> None:
-    """Consume ModelPublished until `stop` is set.
+    """Consume ModelPublished until `stop` is set, keeping the live version served.
+
+    `alerts_topic` is where alerts go when Alertmanager is unreachable (tests use their own).
 
     Raises:
         TritonUnavailableError: Triton is unreachable at start.
     """
-    alerts = AlertProducer(settings.kafka, producer_name="flywheel-inference-controller",
-                           topic=alerts_topic)
+    # The composition point: inference raises alerts, monitoring knows where they go.
+    from monitoring.platform_alerts import PlatformAlerts
+
+    alerts = PlatformAlerts(settings, producer_name="flywheel-inference-controller",
+                            fallback_topic=alerts_topic)
 
     def send_alert(alert: Alert) -> None:
-        alerts.publish(alert, timeout_s=10)
+        alerts.send(alert)
 
     controller = SwapController(settings, model=model, repo=repo, alert_sink=send_alert)
     controller.start()
+    watchdog_stop = threading.Event()
+    watchdog = ServingWatchdog(controller).start(watchdog_stop)
     inference = settings.inference
     stats = None
     if inference.canary_share > 0:
@@ -213,5 +225,7 @@ def run_controller(
                 handle_published(controller, event, stats=stats, stop=stop)
             consumer.commit(message=message, asynchronous=False)
     finally:
+        watchdog_stop.set()  # the watchdog ends with the consumer, whatever ended the loop
         consumer.close()
+        watchdog.join(controller.settings.inference.load_timeout_s)
         alerts.close()

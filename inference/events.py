@@ -1,17 +1,19 @@
 """Kafka producers for the platform events the inference package sends.
 
-`EventProducer.send_and_wait` reads `event.event_id`, which `Alert` and `ModelPublished`
-do not have; `publish` sends and flushes instead (a failed delivery raises from flush).
+`EventProducer.send_and_wait` reads `event.event_id`, which `ModelPublished` does not
+have; `publish` sends and flushes instead (a failed delivery raises from flush). Alerts
+are not sent from here: they go to Alertmanager (`monitoring.platform_alerts`), whose
+receiver puts them on the alerts topic.
 """
 
 from __future__ import annotations
 
 from typing import TypeVar
 
-from schemas import Alert, ModelPublished
+from schemas import ModelPublished
 from schemas.base import Contract
 from streams.producer import EventProducer
-from streams.topics import ALERTS, MODELS_PUBLISHED
+from streams.topics import MODELS_PUBLISHED
 
 EventT = TypeVar("EventT", bound=Contract)
 
@@ -25,16 +27,6 @@ class _Publisher(EventProducer[EventT]):
         """
         self.send(event)
         self.flush(timeout_s)
-
-
-class AlertProducer(_Publisher[Alert]):
-    """Sends `Alert`s to the alerts topic, keyed by alert name."""
-
-    topic = ALERTS.name
-    event_type = Alert
-
-    def key_of(self, event: Alert) -> bytes:
-        return event.name.encode()
 
 
 class ModelPublishedProducer(_Publisher[ModelPublished]):

@@ -12,7 +12,13 @@ ReplacingMergeTree's version column, so `FINAL` sees only the newest copy:
   `retired` too, so at most one version of a model reads as serving.
 
 A canary is `canary` while it takes its share of traffic, then `serving` when promoted or
-`rolled_back`.
+`rolled_back`. A published version the controller would not deploy (wrong hash, unreadable
+or non-finite weights, a failed load) becomes `refused`, with the reason in
+`status_reason`; every other write leaves `status_reason` empty.
+
+`check_serving` is the other half of the truth: whether Triton has the model ready now,
+which the gateway's `/healthz` and `flywheel status` report (a row reading `serving` says
+which version should answer, not that anything does).
 
 A version the trainer never recorded (version 1, the bare base, or one an operator wrote
 into the repository by hand) gets a minimal row built from its `metadata.json`: empty
@@ -24,9 +30,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
+from contextlib import closing
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, Literal
+
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from deploy.settings import FlywheelSettings
 from inference.errors import ServingStatusError
@@ -34,12 +45,13 @@ from inference.repository import ADAPTER_DIR, BASE_ADAPTER_ID, read_metadata, ve
 
 logger = logging.getLogger(__name__)
 
-Status = Literal["serving", "retired", "rolled_back", "canary"]
+Status = Literal["serving", "retired", "rolled_back", "canary", "refused"]
 
 SERVING: Final = "serving"
 CANARY: Final = "canary"
 RETIRED: Final = "retired"
 ROLLED_BACK: Final = "rolled_back"
+REFUSED: Final = "refused"
 ZERO_SHA256: Final = "0" * 64
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -47,9 +59,11 @@ EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 COLUMNS: Final = (
     "model", "version", "adapter_id", "base_model", "adapter_uri", "adapter_sha256",
     "previous_version", "window_start", "window_end", "train_rows", "validation_rows",
-    "content_sha256", "dataset_query", "kafka_offsets", "metrics", "status", "published_at",
-    "updated_at",
+    "content_sha256", "dataset_query", "kafka_offsets", "metrics", "status", "status_reason",
+    "published_at", "updated_at",
 )
+#: Longest `status_reason` written; a refusal's message can quote a whole Triton error.
+MAX_REASON_CHARS: Final = 2000
 # FixedString comes back as bytes unless converted; everything else round-trips as is.
 _SELECT: Final = ", ".join(
     f"toString({c}) AS {c}" if c in ("adapter_sha256", "content_sha256") else c
@@ -108,6 +122,27 @@ class ServingStatusWriter:
         with self._client() as client:
             self._write(client, self._current_rows(client, [version]), {version: status})
         logger.info("model_versions: %s v%s %s", self.model, version, status)
+
+    def refuse(self, version: int, reason: str) -> bool:
+        """Record that `version` was not deployed, and why; returns whether it wrote.
+
+        Only a version that exists somewhere (a row the trainer wrote, or a folder in the
+        repository) is recorded: a typo in `flywheel models promote 99` makes no row. A
+        version already serving is left alone (a refused re-deploy of it changes nothing).
+
+        Raises:
+            ServingStatusError: ClickHouse could not be read or written.
+        """
+        with self._client() as client:
+            rows = self._current_rows(client, [version])
+            row = rows.get(version)
+            if row is None and not version_dir(self.repo, self.model, version).is_dir():
+                return False
+            if row is not None and row["status"] == SERVING:
+                return False
+            self._write(client, rows, {version: REFUSED}, reason=reason[:MAX_REASON_CHARS])
+        logger.info("model_versions: %s v%s refused: %s", self.model, version, reason)
+        return True
 
     def ensure_serving(self, version: int) -> bool:
         """Record `version` as serving unless it already is the only serving row.
@@ -173,14 +208,15 @@ class ServingStatusWriter:
         return {int(row[1]): dict(zip(COLUMNS, row, strict=True)) for row in result}
 
     def _write(self, client: Any, rows: dict[int, dict[str, Any]],
-               changes: dict[int, Status]) -> None:
+               changes: dict[int, Status], *, reason: str = "") -> None:
+        """Write the changed rows; `reason` goes with a `refused` status, '' otherwise."""
         now = datetime.now(UTC)
         out = []
         for version, status in sorted(changes.items()):
             row = dict(rows.get(version) or self._minimal_row(version))
             previous_update = _utc(row.get("updated_at")) or EPOCH
             # ReplacingMergeTree keeps the greatest updated_at: never write an older one.
-            row.update(status=status,
+            row.update(status=status, status_reason=reason if status == REFUSED else "",
                        updated_at=max(now, previous_update + timedelta(milliseconds=1)))
             out.append([row[c] for c in COLUMNS])
         try:
@@ -207,8 +243,46 @@ class ServingStatusWriter:
             "previous_version": None, "window_start": EPOCH, "window_end": EPOCH,
             "train_rows": 0, "validation_rows": 0, "content_sha256": ZERO_SHA256,
             "dataset_query": "", "kafka_offsets": json.dumps({}), "metrics": {},
-            "status": "", "published_at": created, "updated_at": EPOCH,
+            "status": "", "status_reason": "", "published_at": created, "updated_at": EPOCH,
         }
+
+
+@dataclass(frozen=True)
+class ServingHealth:
+    """Whether Triton has the model ready to answer now, and why not when it is not."""
+
+    serving: bool
+    model: str
+    live_version: int
+    reason: str = ""
+
+    def body(self) -> dict[str, Any]:
+        """The JSON a health endpoint answers: `ok` or `not serving` with the reason."""
+        if self.serving:
+            return {"status": "ok", "model": self.model, "live_version": self.live_version}
+        return {"status": "not serving", "model": self.model,
+                "live_version": self.live_version, "reason": self.reason}
+
+
+def check_serving(grpc_address: str, model: str, *, live_version: int,
+                  timeout_s: float = 2.0) -> ServingHealth:
+    """Ask Triton whether `model` is loaded and ready; never raises.
+
+    After a Triton restart (explicit model control) the server is up and ready but has
+    no model loaded until the controller loads the live version again: the server's own
+    readiness says nothing about serving, the model's does.
+    """
+    try:
+        with closing(grpcclient.InferenceServerClient(grpc_address)) as client:
+            if client.is_model_ready(model, client_timeout=timeout_s):
+                return ServingHealth(True, model, live_version)
+            reason = (f"Triton at {grpc_address} has no ready {model}; the inference "
+                      "controller loads the live version again by itself (see "
+                      "docs/runbooks/FlywheelModelNotServing.md)")
+    except InferenceServerException as e:
+        reason = (f"Triton at {grpc_address} is unreachable ({e.message() or e}); "
+                  "`flywheel stack status` shows whether it runs")
+    return ServingHealth(False, model, live_version, reason)
 
 
 def _parse_time(value: object) -> datetime | None:

@@ -25,8 +25,13 @@ until `end_canary` promotes it (an in-place switch of the live model to its vers
 then the canary model is unloaded) or drops it.
 
 After a switch, `model_versions` in ClickHouse records the new version as `serving` and
-the old one as `retired` (`rolled_back` for a rollback); see `inference.serving_status`.
-That write is bookkeeping: when it fails it is logged and the swap stands.
+the old one as `retired` (`rolled_back` for a rollback), and a version that was not
+deployed as `refused` with the reason; see `inference.serving_status`. That write is
+bookkeeping: when it fails it is logged and the swap stands.
+
+A Triton restart (explicit model control) comes back with no model loaded: `restore`
+loads the live version again, and `inference.watchdog` calls it whenever the model is
+not ready.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ WARMUP_PROMPT = "user: hello, can you help me?\nassistant:"
 BASE_CHANGED = "base model differs"
 ALERT_SWAP_FAILED = "FlywheelModelSwapFailed"
 ALERT_CANARY_ROLLED_BACK = "FlywheelCanaryRolledBack"
+#: The alerts this module raises; each has docs/runbooks/<name>.md.
+ALERT_NAMES = (ALERT_SWAP_FAILED, ALERT_CANARY_ROLLED_BACK)
 
 AlertSink = Callable[[Alert], None]
 
@@ -157,6 +164,40 @@ class SwapController:
             routing = write_routing(self.repo, self.model, routing)
             self._record(lambda: self.serving_status.ensure_serving(routing.live))
             return routing
+
+    def restore(self) -> int | None:
+        """Load the live version again when Triton has lost the model (it restarted).
+
+        Returns the version loaded, or None when the model was ready already. A canary
+        the restart took down is dropped (`rolled_back`), as at a controller start.
+
+        Raises:
+            SwapError: the live version cannot be loaded.
+            TritonUnavailableError: Triton cannot be reached.
+        """
+        if self._runtime_ready():
+            return None
+        with self._lock():  # a swap in flight finishes first; then look again
+            if self._runtime_ready():
+                return None
+            routing = read_routing(self.repo, self.model) or Routing()
+            dropped = routing.canary
+            if dropped is not None:
+                logger.warning("%s: Triton lost canary version %s too; dropping it",
+                               self.model, dropped)
+                self._unload(canary_model_name(self.model))
+                routing = write_routing(self.repo, self.model,
+                                        replace(routing, canary=None, canary_share=0.0))
+                self._record(lambda: self.serving_status.mark(dropped, ROLLED_BACK))
+            write_active_version(self.repo, self.model, routing.live)
+            if loaded_versions_in_config(self.repo, self.model) != [routing.live]:
+                set_loaded_versions(self.repo, self.model, [routing.live])
+            started = time.perf_counter()
+            self._load(routing.live)
+            logger.warning("%s: Triton had no ready model; version %s loaded again in %.1f s",
+                           self.model, routing.live, time.perf_counter() - started)
+            self._record(lambda: self.serving_status.ensure_serving(routing.live))
+            return routing.live
 
     def deploy(
         self, version: int, *, reason: str = "deploy", history: list[int] | None = None
@@ -280,7 +321,7 @@ class SwapController:
             summary=summary[:1000],
             description=f"Version {routing.live} serves all traffic. Look at the canary's "
             "latency and feedback, then republish or `flywheel models promote` it.",
-            runbook_url=f"docs/runbooks/{ALERT_CANARY_ROLLED_BACK}.md",
+            runbook_url=runbook_url(ALERT_CANARY_ROLLED_BACK),
             labels={"model": self.model, "version": str(version),
                     "live_version": str(routing.live)},
         ))
@@ -389,13 +430,20 @@ class SwapController:
             self._record(lambda: self.serving_status.mark(version, ROLLED_BACK))
 
     def reject(self, version: int, live: int, detail: str, reason: str) -> None:
+        """Refuse `version`: record it `refused` in model_versions, alert, and raise.
+
+        Raises:
+            SwapError: always; the message says which version keeps serving.
+        """
         summary = f"{self.model} version {version} was not deployed ({reason}): {detail}"
         logger.error("%s; version %s keeps serving", summary, live)
+        self._record(lambda: self.serving_status.refuse(version, f"{reason}: {detail}"))
         self.emit(Alert(
             name=ALERT_SWAP_FAILED, status="firing", severity=Severity.CRITICAL,
             summary=summary[:1000],
             description=f"Version {live} keeps serving. Check the version folder "
             f"{self.repo / self.model / str(version)} and Triton's log, then republish.",
+            runbook_url=runbook_url(ALERT_SWAP_FAILED),
             labels={"model": self.model, "version": str(version), "live_version": str(live)},
         ))
         raise SwapError(f"{summary}; version {live} keeps serving")
@@ -419,3 +467,8 @@ class SwapController:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def runbook_url(alert_name: str) -> str:
+    """Where the runbook of an alert this package raises is, relative to the repository."""
+    return f"docs/runbooks/{alert_name}.md"

@@ -1,15 +1,19 @@
-"""Alertmanager's API v2: the alerts it holds now, and silences."""
+"""Alertmanager's API v2: the alerts it holds now, posting Flywheel's own, and silences."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from monitoring.errors import AlertmanagerError
+
+if TYPE_CHECKING:
+    from schemas.platform import Alert
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +73,35 @@ class AlertmanagerClient:
             for a in body
         ]
         return sorted(alerts, key=lambda a: (rank.get(a.severity, 3), a.starts_at))
+
+    def post(self, alerts: Sequence[Alert], *, hold_s: float) -> None:
+        """Post alerts as a Prometheus server would: labels, annotations, start and end.
+
+        A firing alert ends `hold_s` from now unless posted again (Alertmanager then
+        resolves it by itself); a resolved one ends at its `ends_at`, or now.
+
+        Raises:
+            AlertmanagerError: refused or unreachable.
+        """
+        now = datetime.now(UTC)
+        body = []
+        for alert in alerts:
+            if alert.status == "resolved":
+                ends_at = alert.ends_at or now
+            else:
+                ends_at = now + timedelta(seconds=hold_s)
+            annotations = {"summary": alert.summary, "description": alert.description}
+            if alert.runbook_url:
+                annotations["runbook_url"] = alert.runbook_url
+            body.append({
+                "labels": {**alert.labels, "alertname": alert.name,
+                           "severity": str(alert.severity)},
+                "annotations": annotations,
+                "startsAt": alert.starts_at.isoformat(),
+                "endsAt": ends_at.isoformat(),
+            })
+        if body:
+            self._call("POST", "/alerts", json=body)
 
     def silence(self, matchers: dict[str, str], *, duration_s: float, created_by: str,
                 comment: str) -> str:

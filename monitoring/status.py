@@ -28,6 +28,8 @@ class OnCallStatus:
     consumer_lag: dict[str, int] = field(default_factory=dict)
     """topic -> messages the stream workers' group has not consumed yet."""
     serving: dict[str, Any] | None = None
+    """The version model_versions marks serving, with `state`: `serving` or `not serving`
+    (Triton has no ready model, whatever the row says) and, when not, the `reason`."""
     last_training: dict[str, Any] | None = None
     last_evaluation: dict[str, Any] | None = None
     alerts: list[ActiveAlert] = field(default_factory=list)
@@ -55,6 +57,7 @@ def gather_status(settings: FlywheelSettings) -> OnCallStatus:
         _warehouse_status(settings, status)
     except Exception as e:  # noqa: BLE001
         status.problems.append(f"model versions unavailable (is ClickHouse up and migrated?): {e}")
+    _serving_state(settings, status)
     try:
         status.alerts = AlertmanagerClient(settings.alertmanager.http_url).alerts()
     except AlertmanagerError as e:
@@ -109,6 +112,19 @@ def _warehouse_status(settings: FlywheelSettings, status: OnCallStatus) -> None:
         status.last_evaluation = last_evaluation(client, settings.model.name)
     finally:
         client.close()
+
+
+def _serving_state(settings: FlywheelSettings, status: OnCallStatus) -> None:
+    """Ask Triton itself: a `serving` row only says which version should answer."""
+    from inference.serving_status import check_serving
+
+    live = int((status.serving or {}).get("version") or 0)
+    health = check_serving(settings.triton.grpc_address, settings.model.name, live_version=live)
+    state = {"state": "serving" if health.serving else "not serving"}
+    if not health.serving:
+        state["reason"] = health.reason
+        status.problems.append(f"{settings.model.name} is not serving: {health.reason}")
+    status.serving = {**state, **(status.serving or {})}
 
 
 def last_evaluation(client: Any, model: str) -> dict[str, Any] | None:

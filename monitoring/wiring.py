@@ -19,6 +19,7 @@ from monitoring.actions import (
     announcement,
 )
 from monitoring.alerts import AlertSink
+from monitoring.platform_alerts import PlatformAlerts
 
 if TYPE_CHECKING:
     from deploy.settings import FlywheelSettings
@@ -31,7 +32,12 @@ def alert_sink(settings: FlywheelSettings) -> AlertSink:
 
 
 def dispatcher(settings: FlywheelSettings, *, sink: AlertSink) -> ActionDispatcher:
-    """Actions recorded in ClickHouse and announced through `sink`."""
+    """Actions recorded in ClickHouse and announced through Alertmanager.
+
+    The announcement comes back through the webhook into `sink` (the `alerts` table and
+    topic) like every alert, and straight into `sink` when Alertmanager is unreachable.
+    """
+    announcements = PlatformAlerts(settings, fallback=sink)
 
     def record(entry: ActionRecord) -> None:
         from deploy.clickhouse.client import get_client
@@ -42,7 +48,7 @@ def dispatcher(settings: FlywheelSettings, *, sink: AlertSink) -> ActionDispatch
                           column_names=list(ACTION_COLUMNS))
         finally:
             client.close()
-        sink.write([announcement(entry)])
+        announcements.send(announcement(entry))
 
     def retrain(model: str, reason: str) -> None:
         logger.warning("retrain requested for %s: %s", model, reason)

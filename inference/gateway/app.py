@@ -41,6 +41,7 @@ from inference.gateway.api import ChatRequest, FeedbackRequest
 from inference.gateway.prompt import render_prompt
 from inference.gateway.text import clean_answer
 from inference.routing import RoutingWatcher
+from inference.serving_status import check_serving
 from schemas import ChatEvent, FeedbackEvent
 from schemas.chat import Role
 from streams.producer import ChatEventProducer, DeliveryReport, FeedbackProducer
@@ -242,9 +243,12 @@ def create_app(
             {"id": model_name, "object": "model", "owned_by": "flywheel",
              "version": current.live, "canary": current.canary}]}
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "live_version": routing.current().live}
+    @app.get("/healthz", response_model=None)
+    async def healthz() -> JSONResponse:
+        # OK only while Triton has the model ready: after a Triton restart it has none.
+        health = await asyncio.to_thread(check_serving, settings.triton.grpc_address,
+                                         model_name, live_version=routing.current().live)
+        return JSONResponse(health.body(), status_code=200 if health.serving else 503)
 
     return app
 
