@@ -206,6 +206,15 @@ class InferenceSettings(_Section):
     temperature: float = Field(default=0.0, ge=0, le=2, description="0 = greedy.")
     top_p: float = Field(default=1.0, gt=0, le=1)
     request_timeout_s: float = Field(default=30.0, gt=0, description="Gateway -> Triton.")
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024,
+        description="Largest request body the gateway reads (413 over it, before parsing).",
+    )
+    max_prompt_chars: int = Field(
+        default=32_000, ge=256,
+        description="Largest rendered prompt, all messages together (400 over it), so one "
+        "request cannot hold Triton for seconds.",
+    )
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After on a 503.")
     max_batch_size: int = Field(default=8, ge=1, description="Triton dynamic batching.")
     max_queue_delay_us: int = Field(default=2000, ge=0)
