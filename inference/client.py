@@ -56,10 +56,23 @@ class Completion:
     latency_ms: float
 
 
+def _utf8(text: str, *, name: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError as e:  # a lone surrogate: no UTF-8 form, so no model input
+        raise BadRequestError(
+            f"{name} has a lone surrogate (U+{ord(text[e.start]):04X} at position {e.start}), "
+            "which is not text; send valid Unicode") from e
+
+
 def build_inputs(
     module: Any, prompt: str, options: GenerationOptions, *, version: int | None = None
 ) -> list[Any]:
-    """Triton inputs for one request (batch of 1), for `tritonclient.grpc` or `.http`."""
+    """Triton inputs for one request (batch of 1), for `tritonclient.grpc` or `.http`.
+
+    Raises:
+        BadRequestError: the prompt or a stop string is not valid Unicode.
+    """
 
     def tensor(name: str, value: np.ndarray[Any, Any], dtype: str) -> Any:
         item = module.InferInput(name, list(value.shape), dtype)
@@ -67,13 +80,15 @@ def build_inputs(
         return item
 
     inputs = [
-        tensor("prompt", np.array([[prompt.encode()]], dtype=np.object_), "BYTES"),
+        tensor("prompt", np.array([[_utf8(prompt, name="the prompt")]], dtype=np.object_),
+               "BYTES"),
         tensor("max_new_tokens", np.array([[options.max_new_tokens]], dtype=np.int32), "INT32"),
         tensor("temperature", np.array([[options.temperature]], dtype=np.float32), "FP32"),
         tensor("top_p", np.array([[options.top_p]], dtype=np.float32), "FP32"),
     ]
     if options.stop:
-        stops = np.array([[s.encode() for s in options.stop]], dtype=np.object_)
+        stops = np.array([[_utf8(s, name="a stop string") for s in options.stop]],
+                         dtype=np.object_)
         inputs.append(tensor("stop", stops, "BYTES"))
     if version:
         inputs.append(tensor("expect_version", np.array([[version]], dtype=np.int32), "INT32"))

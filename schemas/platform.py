@@ -10,8 +10,13 @@ from pydantic import Field, model_validator
 
 from schemas.base import Contract, Identifier, UtcDatetime, lax_enum, utc_now
 
-#: Largest original payload kept in a quarantine event (larger ones are truncated and flagged).
+#: Largest original payload a quarantine event may hold (the contract's bound, kept for
+#: records written before `QUARANTINE_KEPT_BYTES`).
 MAX_QUARANTINE_BYTES = 1_048_576
+#: Most original bytes a producer keeps. Base64 makes them 4/3 as long, and the whole
+#: message must stay under Kafka's 1 MB `message.max.bytes`: 512 KiB is about 700 KB on
+#: the wire. A longer original keeps this excerpt, its full size and its SHA-256.
+QUARANTINE_KEPT_BYTES = 512 * 1024
 
 
 class ReasonCode(StrEnum):
@@ -42,7 +47,11 @@ class QuarantinedRecord(Contract):
     original: Annotated[bytes, Field(max_length=MAX_QUARANTINE_BYTES)]
     """The original record bytes (base64 in JSON); only ever written to the quarantine topic."""
     original_truncated: bool = False
-    """True when the original was longer than 1 MiB and was cut."""
+    """True when the original was cut to its first `QUARANTINE_KEPT_BYTES`."""
+    original_size_bytes: Annotated[int, Field(ge=0)] | None = None
+    """Size of the whole original, kept or not (None on records from before it was added)."""
+    original_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    """SHA-256 of the whole original, so a cut one can still be matched to its source."""
     topic: str = Field(min_length=1, max_length=249)
     """Kafka topic the original was read from."""
     partition: Annotated[int, Field(ge=0)] | None = None

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from schemas.errors import FlywheelError
+from schemas.errors import FieldProblem, FlywheelError
+
+if TYPE_CHECKING:
+    from schemas.platform import ReasonCode
 
 
 class StreamsError(FlywheelError):
@@ -52,3 +56,28 @@ class SinkError(StreamsError):
 
 class WorkerError(StreamsError):
     """The stream worker cannot run (bad topics, no broker); the message says what to fix."""
+
+
+class IngressRefusedError(StreamsError):
+    """An HTTP ingress (ingest API or gateway) refused a request; carries the answer to give.
+
+    `reason` is the quarantine reason of a refused event body, None when it is not kept;
+    `partial` is what was read of a body refused before its end.
+    """
+
+    def __init__(
+        self, status: int, problems: Sequence[FieldProblem], *, reason: ReasonCode | None,
+        partial: bytes = b"",
+    ) -> None:
+        self.status = status
+        self.problems = list(problems)
+        self.reason = reason
+        self.partial = partial
+        super().__init__("; ".join(f"{p.field}: {p.message}" for p in self.problems[:10]))
+
+    @classmethod
+    def one(
+        cls, status: int, field: str, message: str, code: str, *, reason: ReasonCode | None
+    ) -> IngressRefusedError:
+        """A refusal for one problem."""
+        return cls(status, [FieldProblem(field, message, code)], reason=reason)

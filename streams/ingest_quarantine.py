@@ -7,19 +7,24 @@ worker's own rejections also go to that topic, but they land through the pipelin
 reader, a second consumer inside the worker process with its own group, lands only the
 ingest's: a redacted row whose pointer is the quarantine topic's own partition and offset,
 where the original bytes are. Rows are keyed by that pointer, so a replay rewrites the
-same row; the worker commits this consumer's offsets after the insert, with its own.
+same row; the worker commits this consumer's offsets after the insert, with its own. A
+row's `record_id` is the QuarantinedRecord's, which the ingest gave the client as
+`quarantine_id`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+from pydantic_core import from_json
 
+from schemas.base import ID_PATTERN, MAX_ID_CHARS
 from schemas.envelope import decode
 from schemas.errors import FieldProblem, SchemaValidationError, UnknownSchemaError
 from schemas.platform import QuarantinedRecord
@@ -35,6 +40,7 @@ logger = logging.getLogger(__name__)
 EXCERPT_CHARS = 500
 #: Suffix of the consumer group, after the worker's own group id.
 GROUP_SUFFIX = ".ingest-quarantine"
+_IDENTIFIER = re.compile(ID_PATTERN)
 
 
 def ingest_rejection_row(record: Record) -> tuple[Any, ...] | None:
@@ -57,20 +63,32 @@ def ingest_rejection_row(record: Record) -> tuple[Any, ...] | None:
     event_id, tenant = quarantined.event_id, quarantined.tenant
     if event_id is None:
         event_id, tenant = _ids_of_bare_event(quarantined.original)
-    detail = redact(f"rejected at {quarantined.topic}: {quarantined.detail}").text
+    size = ""
+    if quarantined.original_truncated and quarantined.original_size_bytes is not None:
+        size = (f" (original of {quarantined.original_size_bytes:,} bytes cut to "
+                f"{len(quarantined.original):,}, sha256 {quarantined.original_sha256})")
+    detail = redact(f"rejected at {quarantined.topic}{size}: {quarantined.detail}").text
     text = quarantined.original[:EXCERPT_CHARS * 2].decode("utf-8", "replace")[:EXCERPT_CHARS]
-    return quarantine_row(
+    row = quarantine_row(
         record, reasons=list(quarantined.reasons), scores=dict(quarantined.scores),
         detail=detail, redacted_excerpt=redact(text).text, event_id=event_id, tenant=tenant,
         at=quarantined.quarantined_at)
+    # The decision's own id (first column), not the one derived from the topic position.
+    return (quarantined.record_id, *row[1:])
 
 
 def _ids_of_bare_event(original: bytes) -> tuple[UUID | None, str | None]:
     try:
-        body = json.loads(original)
+        # pydantic-core, not json: a refused body may be nested thousands of levels deep
+        # (RecursionError in json) or hold a 5,000-digit integer; this raises ValueError.
+        body = from_json(original)
         event_id, tenant = body.get("event_id"), body.get("tenant")
+        # Only a valid identifier is copied: a raw one (a lone surrogate, a control
+        # character) cannot be encoded into the row and would stop the worker.
+        valid = (isinstance(tenant, str) and len(tenant) <= MAX_ID_CHARS
+                 and _IDENTIFIER.fullmatch(tenant) is not None)
         return (UUID(event_id) if isinstance(event_id, str) else None,
-                tenant if isinstance(tenant, str) and len(tenant) <= 128 else None)
+                tenant if valid else None)
     except (ValueError, AttributeError, TypeError):
         return None, None
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import ClassVar
 
-from schemas.platform import MAX_QUARANTINE_BYTES, QuarantinedRecord, ReasonCode
+from schemas.platform import QUARANTINE_KEPT_BYTES, QuarantinedRecord, ReasonCode
 from streams.producer import EventProducer
 from streams.topics import QUARANTINE
 
@@ -32,11 +33,23 @@ class QuarantineProducer(EventProducer[QuarantinedRecord]):
         partition: int | None = None,
         offset: int | None = None,
         scores: dict[str, float] | None = None,
+        size_bytes: int | None = None,
     ) -> QuarantinedRecord:
-        """Quarantine one original record; returns what was sent (delivery is async)."""
+        """Quarantine one original record; returns what was sent (delivery is async).
+
+        An original over `QUARANTINE_KEPT_BYTES` keeps its first bytes, flagged as cut, with
+        its size and SHA-256, so the message always fits Kafka's message size limit.
+        `size_bytes` is the size of an original that was not read whole (an HTTP body
+        refused for its size); the hash then covers only what was read.
+
+        Raises:
+            EnqueueTimeoutError: the producer's queue stayed full.
+        """
         record = QuarantinedRecord(
-            original=original[:MAX_QUARANTINE_BYTES],
-            original_truncated=len(original) > MAX_QUARANTINE_BYTES,
+            original=original[:QUARANTINE_KEPT_BYTES],
+            original_truncated=len(original) > QUARANTINE_KEPT_BYTES or size_bytes is not None,
+            original_size_bytes=len(original) if size_bytes is None else size_bytes,
+            original_sha256=hashlib.sha256(original).hexdigest(),
             topic=source,
             partition=partition,
             offset=offset,
