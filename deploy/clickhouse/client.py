@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from deploy.clickhouse.passwords import client_password
 from deploy.settings import FlywheelSettings
 
 
@@ -12,9 +13,10 @@ def get_client(settings: FlywheelSettings, *, readonly: bool = False, **kwargs: 
     """A clickhouse-connect HTTP client for `settings.clickhouse.http_url`.
 
     Identical against the embedded server and a real one: same URL scheme, credentials,
-    database and compression. `readonly=True` adds ClickHouse's `readonly=1` setting,
-    so the server refuses writes. Extra keyword arguments go to
-    `clickhouse_connect.get_client` and win.
+    database and compression. Against the embedded server with no password set, the
+    account's generated password is read from the state folder (`passwords.py`).
+    `readonly=True` adds ClickHouse's `readonly=1` setting, so the server refuses writes.
+    Extra keyword arguments go to `clickhouse_connect.get_client` and win.
 
     Raises:
         clickhouse_connect.driver.exceptions.OperationalError: the server is unreachable.
@@ -33,7 +35,7 @@ def get_client(settings: FlywheelSettings, *, readonly: bool = False, **kwargs: 
         "host": url.hostname or ch.host,
         "port": url.port or (8443 if secure else 8123),
         "username": ch.user,
-        "password": ch.password.get_secret_value(),
+        "password": client_password(settings),
         "database": ch.database,
         "compress": False if ch.compress == "none" else ch.compress,
         "settings": client_settings,

@@ -100,6 +100,19 @@ class Handle:
                        read_bytes=_call(result, "bytes_read"),
                        elapsed_s=time.perf_counter() - started)
 
+    def stream(self, sql: str | bytes, fmt: str,
+               params: Mapping[str, str] | None = None) -> ResultStream:
+        """Start a query whose result is read block by block (`ResultStream.fetch`).
+
+        Raises:
+            ServerError: the engine rejected the statement before its first block.
+        """
+        try:
+            stream = self.conn.send_query(sql, fmt, params=dict(params or {}))
+        except Exception as e:
+            raise ServerError.from_engine(e) from e
+        return ResultStream(stream)
+
     def insert(self, statement: str, fmt: str, chunks: Iterable[bytes]) -> Outcome:
         """Stream FORMAT-encoded chunks into `INSERT INTO ...` and commit.
 
@@ -175,6 +188,46 @@ class Handle:
             self.conn.close()
         except Exception:
             logger.debug("closing a chDB handle failed", exc_info=True)
+
+
+class ResultStream:
+    """A streamed result: blocks of output bytes as the engine produces them."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.started = time.perf_counter()
+        self.read_rows = 0
+        self.read_bytes = 0
+        self.done = False
+
+    def fetch(self) -> bytes | None:
+        """The next block of output, or None at the end.
+
+        Raises:
+            ServerError: the query failed while running (its code and message kept).
+        """
+        if self.done:
+            return None
+        try:
+            block = self._stream.fetch()
+        except Exception as e:
+            self.done = True
+            raise ServerError.from_engine(e) from e
+        data = block.bytes() if block is not None else b""
+        if not data:
+            self.done = True
+            return None
+        self.read_rows += _call(block, "rows_read")
+        self.read_bytes += _call(block, "bytes_read")
+        return bytes(data)
+
+    def cancel(self) -> None:
+        """Stop the query (safe from another thread while `fetch` waits)."""
+        self.done = True
+        try:
+            self._stream.cancel()
+        except Exception:
+            logger.debug("cancelling a streamed query failed", exc_info=True)
 
 
 def _call(result: Any, name: str) -> int:

@@ -34,6 +34,17 @@ class ServerMetrics:
                                registry=self.registry)
         self.sessions = Gauge(f"{_PREFIX}_sessions", "Open HTTP sessions.",
                               registry=self.registry)
+        self.auth_failures = Counter(
+            f"{_PREFIX}_auth_failures", "Requests refused for their credentials, by the user "
+            "name they gave (never the password).", ["user"], registry=self.registry)
+        self.refused_connections = Counter(
+            f"{_PREFIX}_refused_connections", "Connections closed at once, by reason.",
+            ["reason"], registry=self.registry)
+        self.timed_out_connections = Counter(
+            f"{_PREFIX}_timed_out_connections", "Connections closed for sending a request head "
+            "too slowly.", registry=self.registry)
+        self.connections = Gauge(f"{_PREFIX}_connections", "Open connections.",
+                                 registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,41 +1,63 @@
-"""ClickHouse's HTTP interface in front of the embedded engine.
+"""ClickHouse's HTTP interface in front of the embedded engine, on uvicorn and Starlette.
 
-A `ThreadingHTTPServer` (HTTP/1.1, keep-alive): each connection has a thread, so
-`/ping` and `/metrics` answer while long queries run, and queries on different
-handles run concurrently inside chDB. SIGTERM stops accepting, lets requests in
-flight finish (up to `stop_timeout_s`), then closes the engine.
+uvicorn parses HTTP (h11) and owns the sockets, with the deadlines and connection
+caps of `protocol.py`; Starlette routes and parses multipart forms (python-multipart).
+chDB calls block, so each runs on a worker thread, at most
+`clickhouse.max_concurrent_queries` at once (more wait up to `queue_timeout_s`),
+while the event loop keeps answering `/ping` and `/metrics`.
+
+Bodies are read as they arrive: `INSERT ... FORMAT` and `INSERT ... VALUES` data go
+to the engine block by block, so a large insert never sits whole in memory, and a
+compressed body is inflated piece by piece against the cap. Results of SELECT
+stream out as the engine produces them; an error after the first bytes is written
+in ClickHouse's tagged form (`X-ClickHouse-Exception-Tag`), so clients raise it. A
+query is cancelled when its client goes away. SIGTERM stops accepting, lets requests
+in flight finish (up to `stop_timeout_s`), then closes the engine.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import signal
-import socket
-import threading
+import secrets
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
-from deploy.clickhouse.auth import authenticate, credentials
-from deploy.clickhouse.codecs import choose_encoding, decode_body, encode_body
-from deploy.clickhouse.engine import Engine
+import anyio
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from deploy.clickhouse.auth import Accounts, credentials
+from deploy.clickhouse.codecs import choose_encoding, encode_body, iter_decoded
+from deploy.clickhouse.engine import Engine, Handle, Outcome, ResultStream
 from deploy.clickhouse.errors import (
+    BAD_ARGUMENTS,
     NOT_IMPLEMENTED,
     QUERY_IS_TOO_LARGE,
     TOO_MANY_SIMULTANEOUS_QUERIES,
     ServerError,
 )
 from deploy.clickhouse.metrics import ServerMetrics
-from deploy.clickhouse.query import Request, execute
-from deploy.settings import FlywheelSettings
+from deploy.clickhouse.policy import StatementPolicy
+from deploy.clickhouse.query import (
+    RESULT_KINDS,
+    STREAMED_KINDS,
+    Executor,
+    ExternalTable,
+)
+from deploy.clickhouse.query import Request as QueryRequest
+from deploy.clickhouse.statements import Statement, split
+from deploy.settings import ClickHouseUser, FlywheelSettings
 
 logger = logging.getLogger(__name__)
 
-KEEP_ALIVE_TIMEOUT_S = 10
+T = TypeVar("T")
+
 _CONTENT_TYPES = {
     "TabSeparated": "text/tab-separated-values; charset=UTF-8",
     "TSV": "text/tab-separated-values; charset=UTF-8",
@@ -44,228 +66,537 @@ _CONTENT_TYPES = {
     "JSONEachRow": "application/x-ndjson; charset=UTF-8",
     "JSONCompact": "application/json; charset=UTF-8",
 }
+_LINE_FORMATS = ("TabSeparated", "TSV", "CSV", "JSONEachRow", "JSONCompactEachRow",
+                 "TSVRaw", "TabSeparatedRaw", "JSONLines", "NDJSON", "LineAsString")
+# Results up to this size are sent whole, with their final summary; longer ones stream.
+_BUFFER_BYTES = 1 << 20
+# Where the statement ends is looked for in the first bytes of a body.
+_HEAD_BYTES = 64 << 10
+_HEAD_MAX_BYTES = 1 << 20
+# A statement without data (a SELECT, DDL) is at most this long; ClickHouse's own
+# max_query_size is 256 KiB.
+_MAX_STATEMENT_BYTES = 16 << 20
 
 
-class ClickHouseHTTPServer(ThreadingHTTPServer):
-    """The listening server; owns the engine, the metrics and the open connections."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+class ClickHouseFront:
+    """The ASGI application: routes, and the state every request shares."""
 
     def __init__(self, settings: FlywheelSettings, engine: Engine) -> None:
+        ch = settings.clickhouse
         self.settings = settings
         self.engine = engine
         self.metrics = ServerMetrics()
-        self.stopping = threading.Event()
-        self._connections: dict[socket.socket, bool] = {}  # socket -> busy
-        self._lock = threading.Condition()
-        ch = settings.clickhouse
-        super().__init__((ch.host, ch.port), _Handler)
+        self.accounts = Accounts(settings)
+        self.executor = Executor(engine, StatementPolicy(into_outfile_dir=ch.into_outfile_dir))
+        self.queries = anyio.CapacityLimiter(ch.max_concurrent_queries)
+        # One thread at a time per running query, plus room for the quick calls.
+        self.threads = anyio.CapacityLimiter(ch.max_concurrent_queries * 2 + 8)
+        self.running: dict[str, int] = {}
+        self.app = Starlette(routes=[
+            Route("/ping", self.ping, methods=["GET", "HEAD"]),
+            Route("/replicas_status", self.ping, methods=["GET", "HEAD"]),
+            Route("/metrics", self.metrics_page, methods=["GET"]),
+            Route("/", self.query, methods=["GET", "POST", "HEAD"]),
+            Route("/query", self.query, methods=["GET", "POST"]),
+        ])
+        self.app.add_exception_handler(404, self._not_found)
+        self.app.add_exception_handler(405, self._not_allowed)
 
-    # -- connection bookkeeping ----------------------------------------------------
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._lock:
-            too_many = len(self._connections) >= self.settings.clickhouse.max_connections
-        if too_many:
-            body = (f"Code: {TOO_MANY_SIMULTANEOUS_QUERIES}. DB::Exception: Too many connections "
-                    f"(max_connections={self.settings.clickhouse.max_connections}). "
-                    "(TOO_MANY_SIMULTANEOUS_QUERIES)\n").encode()
-            try:
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
-                                b"X-ClickHouse-Exception-Code: 202\r\nContent-Length: "
-                                + str(len(body)).encode() + b"\r\n\r\n" + body)
-            finally:
-                self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
+    # -- plain endpoints ---------------------------------------------------------------
 
-    def track(self, sock: socket.socket, *, busy: bool | None) -> None:
-        with self._lock:
-            if busy is None:
-                self._connections.pop(sock, None)
-            else:
-                self._connections[sock] = busy
-            self._lock.notify_all()
+    async def ping(self, request: Request) -> Response:
+        self._count(request, "/ping", 200, time.perf_counter())
+        return Response(b"Ok.\n", headers=self._common(), media_type="text/html; charset=UTF-8")
 
-    def busy_count(self) -> int:
-        with self._lock:
-            return sum(self._connections.values())
+    async def metrics_page(self, request: Request) -> Response:
+        self.metrics.sessions.set(self.engine.session_count)
+        self._count(request, "/metrics", 200, time.perf_counter())
+        return Response(self.metrics.render(), media_type=self.metrics.content_type)
 
-    def drain(self, *, timeout_s: float) -> None:
-        """Close idle keep-alive connections and wait for busy ones to finish."""
-        deadline = time.monotonic() + timeout_s
-        with self._lock:
-            while True:
-                for sock, busy in list(self._connections.items()):
-                    if not busy:
-                        try:
-                            sock.shutdown(socket.SHUT_RDWR)
-                        except OSError:
-                            pass
-                if not any(self._connections.values()) or time.monotonic() >= deadline:
-                    break
-                self._lock.wait(timeout=0.1)
+    async def _not_found(self, request: Request, _exc: Exception) -> Response:
+        self._count(request, "other", 404, time.perf_counter())
+        return Response(b"There is no handle " + request.url.path.encode()[:200] + b"\n",
+                        status_code=404, headers=self._common(),
+                        media_type="text/plain; charset=UTF-8")
 
+    async def _not_allowed(self, request: Request, _exc: Exception) -> Response:
+        self._count(request, "other", 405, time.perf_counter())
+        return Response(b"Method not allowed\n", status_code=405, headers=self._common(),
+                        media_type="text/plain; charset=UTF-8")
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "ClickHouse-Flywheel"
-    timeout = KEEP_ALIVE_TIMEOUT_S + 5
-    server: ClickHouseHTTPServer
+    # -- queries -------------------------------------------------------------------------
 
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in two writes; without NODELAY, Nagle plus the
-        # client's delayed ACK adds ~40 ms to every small response.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.track(self.connection, busy=False)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.track(self.connection, busy=None)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
-        logger.debug("%s " + format, self.address_string(), *args)
-
-    def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
-        self._serve()
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._serve()
-
-    def _serve(self) -> None:
-        self.server.track(self.connection, busy=True)
+    async def query(self, request: Request) -> Response:
         started = time.perf_counter()
-        metrics = self.server.metrics
-        metrics.in_flight.inc()
-        path = urlsplit(self.path).path
-        endpoint = path if path in ("/ping", "/metrics", "/") else "other"
-        status = 500
-        try:
-            status = self._route(path)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        finally:
-            metrics.in_flight.dec()
-            metrics.requests.labels(endpoint, str(status)).inc()
-            metrics.duration.labels(endpoint).observe(time.perf_counter() - started)
-            if self.server.stopping.is_set():
-                self.close_connection = True
-            self.server.track(self.connection, busy=False)
-
-    def _route(self, path: str) -> int:
-        if path in ("/ping", "/replicas_status"):
-            return self._send(200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
-        if path == "/metrics":
-            self.server.metrics.sessions.set(self.server.engine.session_count)
-            return self._send(200, self.server.metrics.render(),
-                              {"Content-Type": self.server.metrics.content_type})
-        if path not in ("/", "/query"):
-            return self._send(404, b"There is no handle " + path.encode() + b"\n",
-                              {"Content-Type": "text/plain; charset=UTF-8"})
-        params = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True))
+        params = dict(request.query_params)
         query_id = params.get("query_id") or str(uuid.uuid4())
+        self.metrics.in_flight.inc()
         try:
-            return self._query(params, query_id)
+            response = await self._query(request, params, query_id)
         except ServerError as e:
-            return self._send_error(e, query_id)
+            response = self._error(e, query_id)
+        except ClientDisconnect:
+            response = Response(b"", status_code=499)
         except Exception as e:  # a bug of ours: still answer like ClickHouse does
             logger.exception("query %s failed unexpectedly", query_id)
-            return self._send_error(ServerError(1001, f"std::exception: {e}",
-                                                name="STD_EXCEPTION"), query_id)
+            response = self._error(ServerError(1001, f"std::exception: {e}",
+                                               name="STD_EXCEPTION"), query_id)
+        finally:
+            self.metrics.in_flight.dec()
+        if not isinstance(response, StreamingResponse):
+            self._count(request, "/", response.status_code, started)
+        return response
 
-    def _query(self, params: dict[str, str], query_id: str) -> int:
-        ch = self.server.settings.clickhouse
-        user, password = credentials(self.headers, params)
-        body = self._read_body(max_size_bytes=ch.max_body_size_bytes)
-        if self.command == "GET" and not params.get("query") and not body:
-            return self._send(200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"})
-        account = authenticate(user, password, ch.users)
-        if params.get("decompress") in ("1", "true"):
-            raise ServerError(NOT_IMPLEMENTED, "decompress=1 (ClickHouse's native block "
-                              "compression) is not supported; send a Content-Encoding instead")
-        body = decode_body(body, self.headers.get("Content-Encoding", ""),
-                           max_size_bytes=ch.max_body_size_bytes)
-        text = params.get("query", "").encode()
-        if text and body:
-            text += b"\n" + body
-        elif body:
-            text = body
-        result = execute(self.server.engine, Request(params=params, text=text,
-                                                     method=self.command), account)
-        outcome = result.outcome
-        self.server.metrics.written_rows.inc(outcome.written_rows)
-        headers = {
-            "Content-Type": _CONTENT_TYPES.get(result.format, "application/octet-stream"),
-            "X-ClickHouse-Query-Id": query_id,
-            "X-ClickHouse-Format": result.format,
-            "X-ClickHouse-Timezone": self.server.engine.timezone,
-            "X-ClickHouse-Summary": json.dumps(outcome.summary(), separators=(",", ":")),
-        }
-        data = outcome.data
-        if params.get("enable_http_compression") == "1" and data:
-            encoding = choose_encoding(self.headers.get("Accept-Encoding", ""))
-            if encoding:
-                level = params.get("http_zlib_compression_level")
-                data = encode_body(data, encoding, level=int(level) if level else None)
-                headers["Content-Encoding"] = encoding
-        return self._send(200, data, headers)
+    async def _query(self, request: Request, params: dict[str, str],
+                     query_id: str) -> Response:
+        if params.get("compress") in ("1", "true") or params.get("decompress") in ("1", "true"):
+            raise ServerError(NOT_IMPLEMENTED, "compress=1/decompress=1 (ClickHouse's native "
+                              "block compression) is not supported; use enable_http_compression"
+                              "=1 with Accept-Encoding, or a Content-Encoding on the request")
+        user, password = credentials(request.headers, params)
+        content_type = request.headers.get("content-type", "")
+        form_text, external = b"", ()
+        if content_type.lower().startswith("multipart/form-data"):
+            form_text, external = await self._read_form(request, params)
+        pieces = self._body(request) if not content_type.lower().startswith(
+            "multipart/form-data") else _empty()
+        text = params.get("query", "").encode("utf-8", "surrogateescape") or form_text
+        if request.method in ("GET", "HEAD") and not text:
+            return Response(b"Ok.\n", headers=self._common(),
+                            media_type="text/html; charset=UTF-8")
+        try:
+            account = self.accounts.authenticate(user, password)
+        except ServerError:
+            self.metrics.auth_failures.labels(user[:64]).inc()
+            logger.warning("authentication failed for user %r from %s", user[:64],
+                           request.client.host if request.client else "?")
+            raise
+        statement, data = await self._statement(text, pieces)
+        if not statement.sql.strip():
+            raise ServerError(62, "Empty query", name="SYNTAX_ERROR")
+        query_request = QueryRequest(
+            params=params, method=request.method,
+            header_format=request.headers.get("x-clickhouse-format"),
+            header_database=request.headers.get("x-clickhouse-database"),
+            external_tables=external)
+        release = await self._admit(account)
+        try:
+            return await self._run(request, query_request, statement, data, account, query_id,
+                                   release)
+        except BaseException:
+            release()
+            raise
 
-    def _read_body(self, *, max_size_bytes: int) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            parts, total = [], 0
-            while True:
-                size = int(self.rfile.readline(1024).split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                        pass
+    async def _run(self, request: Request, query: QueryRequest, statement: Statement,
+                   data: AsyncIterator[bytes] | None, account: ClickHouseUser, query_id: str,
+                   release: Callable[[], None]) -> Response:
+        fmt = statement.output_format(query.default_format)
+        contexts = self.executor.handle_for(query, account)
+        handle = await self._thread(contexts.__enter__)
+
+        def close() -> None:
+            contexts.__exit__(None, None, None)
+
+        streaming = False
+        try:
+            await self._thread(self.executor.check, handle, statement, query, account)
+            if statement.is_insert_with_data:
+                outcome = await self._insert(handle, statement, data)
+                self.metrics.written_rows.inc(outcome.written_rows)
+                return self._done(outcome, query_id, fmt=None)
+            if statement.kind in STREAMED_KINDS:
+                response, streaming = await self._select(request, handle, statement, query, fmt,
+                                                         query_id, close, release)
+                return response
+            outcome = await self._thread(handle.query, statement.sql, fmt, query.query_params)
+            kind_has_result = statement.kind in RESULT_KINDS or bool(outcome.data)
+            return self._done(outcome, query_id, fmt=fmt if kind_has_result else None,
+                              request=request)
+        finally:
+            if not streaming:
+                with anyio.CancelScope(shield=True):
+                    await self._thread(close)
+                release()
+
+    async def _select(self, request: Request, handle: Handle, statement: Statement,
+                      query: QueryRequest, fmt: str, query_id: str, close: Callable[[], None],
+                      release: Callable[[], None]) -> tuple[Response, bool]:
+        stream = await self._thread(handle.stream, statement.sql, fmt, query.query_params)
+        blocks: list[bytes] = []
+        size = 0
+        try:
+            while size < _BUFFER_BYTES and not stream.done:
+                block = await self._unless_gone(request, stream)
+                if block is None:
                     break
-                total += size
-                if total > max_size_bytes:
-                    self.close_connection = True
-                    raise _too_large(max_size_bytes)
-                parts.append(self.rfile.read(size))
-                self.rfile.readline(1024)
-            body = b"".join(parts)
-        else:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > max_size_bytes:
-                self.close_connection = True
-                raise _too_large(max_size_bytes)
-            body = self.rfile.read(length) if length else b""
-        self.server.metrics.received_bytes.inc(len(body))
-        return body
+                blocks.append(block)
+                size += len(block)
+        except BaseException:
+            stream.cancel()
+            raise
+        compress = query.params.get("enable_http_compression") == "1"
+        if stream.done or compress or query.params.get("wait_end_of_query") == "1":
+            while not stream.done:  # compressed or asked for whole: finish here
+                block = await self._unless_gone(request, stream)
+                if block is not None:
+                    blocks.append(block)
+            outcome = Outcome(data=b"".join(blocks), read_rows=stream.read_rows,
+                              read_bytes=stream.read_bytes,
+                              elapsed_s=time.perf_counter() - stream.started)
+            return self._done(outcome, query_id, fmt=fmt, request=request), False
+        # A long result: stream it, with the exception tag for errors after this point.
+        tag = secrets.token_hex(8)
+        headers = self._result_headers(query_id, fmt)
+        headers["X-ClickHouse-Exception-Tag"] = tag
+        started = time.perf_counter()
 
-    def _send_error(self, error: ServerError, query_id: str) -> int:
-        self.server.metrics.errors.labels(str(error.code)).inc()
-        logger.info("query %s failed: %s", query_id, error.message.splitlines()[0][:300])
-        body = error.body(version=self.server.engine.version).encode()
-        return self._send(error.http_status, body, {
-            "Content-Type": "text/plain; charset=UTF-8",
-            "X-ClickHouse-Exception-Code": str(error.code),
-            "X-ClickHouse-Query-Id": query_id,
-            "X-ClickHouse-Timezone": self.server.engine.timezone,
-        })
+        async def body() -> AsyncIterator[bytes]:
+            status = 200
+            try:
+                for block in blocks:
+                    yield block
+                blocks.clear()
+                while True:
+                    block = await self._thread(stream.fetch)
+                    if block is None:
+                        break
+                    self.metrics.sent_bytes.inc(len(block))
+                    yield block
+            except ServerError as e:
+                status = e.http_status
+                self.metrics.errors.labels(str(e.code)).inc()
+                message = e.body(version=self.engine.version).encode()
+                yield (b"__exception__\r\n" + tag.encode() + b"\r\n" + message
+                       + str(len(message)).encode() + b" " + tag.encode()
+                       + b"\r\n__exception__\r\n")
+            finally:
+                stream.cancel()
+                with anyio.CancelScope(shield=True):
+                    await self._thread(close)
+                release()
+                self._count(request, "/", status, started)
 
-    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> int:
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("X-ClickHouse-Server-Display-Name", "flywheel-chdb")
-        self.send_header("Content-Length", str(len(body)))
-        if self.close_connection or self.server.stopping.is_set():
-            self.send_header("Connection", "close")
-        else:
-            self.send_header("Keep-Alive", f"timeout={KEEP_ALIVE_TIMEOUT_S}")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-        self.server.metrics.sent_bytes.inc(len(body))
-        return status
+        response = StreamingResponse(body(), headers=headers,
+                                     media_type=_CONTENT_TYPES.get(fmt, "application/octet-stream"))
+        return response, True
+
+    async def _insert(self, handle: Handle, statement: Statement,
+                      data: AsyncIterator[bytes] | None) -> Outcome:
+        sql = statement.sql.decode("utf-8", "surrogateescape")
+        fmt = statement.insert_format or ""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            if statement.data:
+                yield statement.data
+            if data is not None:
+                batch: list[bytes] = []
+                size = 0
+                async for piece in data:
+                    batch.append(piece)
+                    size += len(piece)
+                    if size >= _BUFFER_BYTES:
+                        yield b"".join(batch)
+                        batch, size = [], 0
+                if batch:
+                    yield b"".join(batch)
+
+        inserter = await self._thread(_start_insert, handle, sql, fmt)
+        try:
+            async for chunk in chunks():
+                if chunk:
+                    await self._thread(inserter.append, chunk)
+            return await self._thread(inserter.finish)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._thread(inserter.cancel)
+            raise
+
+    # -- request bodies ----------------------------------------------------------------
+
+    async def _statement(self, text: bytes,
+                         pieces: AsyncIterator[bytes]) -> tuple[Statement, AsyncIterator[bytes]
+                                                                | None]:
+        """The statement and, for inserts, the rest of the body still to stream."""
+        if text:
+            head = split(text)
+            if head.is_insert_with_data and not head.data.strip():
+                return Statement(sql=head.sql, kind=head.kind,
+                                 insert_format=head.insert_format), pieces
+        prefix = bytearray()
+        iterator = pieces.__aiter__()
+        ended = False
+        while len(prefix) < _HEAD_BYTES or (len(prefix) < _HEAD_MAX_BYTES and not ended):
+            try:
+                prefix += await iterator.__anext__()
+            except StopAsyncIteration:
+                ended = True
+                break
+            if len(prefix) >= _HEAD_BYTES:
+                candidate = split((text + b"\n" + bytes(prefix)) if text else bytes(prefix))
+                if candidate.is_insert_with_data and candidate.data:
+                    break
+        whole = (text + b"\n" + bytes(prefix)) if text and prefix else (text or bytes(prefix))
+        statement = split(whole)
+        if statement.is_insert_with_data:
+            return statement, None if ended else iterator
+        rest = bytearray()
+        if not ended:
+            async for piece in iterator:
+                rest += piece
+                if len(whole) + len(rest) > _MAX_STATEMENT_BYTES:
+                    raise ServerError(QUERY_IS_TOO_LARGE, f"A statement without data is at most "
+                                      f"{_MAX_STATEMENT_BYTES} bytes; send data with INSERT ... "
+                                      "FORMAT", http_status=413)
+        if rest:
+            statement = split(whole + bytes(rest))
+        if len(statement.sql) > _MAX_STATEMENT_BYTES:
+            raise ServerError(QUERY_IS_TOO_LARGE, f"A statement without data is at most "
+                              f"{_MAX_STATEMENT_BYTES} bytes", http_status=413)
+        return statement, None
+
+    async def _body(self, request: Request) -> AsyncIterator[bytes]:
+        """The request body, decompressed, in pieces; raw and inflated bytes both capped."""
+        ch = self.settings.clickhouse
+        encoding = request.headers.get("content-encoding", "").strip().lower()
+        stream = request.stream().__aiter__()
+        raw = 0
+        compressed = bytearray()
+        while True:
+            try:
+                with anyio.fail_after(ch.body_timeout_s):
+                    chunk = await stream.__anext__()
+            except StopAsyncIteration:
+                break
+            except TimeoutError as e:
+                raise ServerError(209, f"The request body stalled for more than "
+                                  f"clickhouse.body_timeout_s={ch.body_timeout_s}",
+                                  name="SOCKET_TIMEOUT", http_status=400) from e
+            raw += len(chunk)
+            if raw > ch.max_body_size_bytes:
+                raise _too_large(ch.max_body_size_bytes)
+            self.metrics.received_bytes.inc(len(chunk))
+            if encoding in ("", "identity"):
+                if chunk:
+                    yield chunk
+            else:
+                compressed += chunk
+        if encoding in ("", "identity") or not compressed:
+            return
+        decoded = iter_decoded(bytes(compressed), encoding,
+                               max_size_bytes=ch.max_body_size_bytes)
+        del compressed
+        while True:
+            piece = await self._thread(next, decoded, None)
+            if piece is None:
+                return
+            yield piece
+
+    async def _read_form(self, request: Request,
+                         params: dict[str, str]) -> tuple[bytes, tuple[ExternalTable, ...]]:
+        """The `query` field and external data tables of a multipart/form-data body."""
+        ch = self.settings.clickhouse
+        size = 0
+        parts = []
+        async for chunk in self._body(request):
+            size += len(chunk)
+            parts.append(chunk)
+        request._body = b"".join(parts)  # what request.form() parses
+        try:
+            form = await request.form(max_files=64, max_fields=1024,
+                                      max_part_size=ch.max_body_size_bytes)
+        except Exception as e:
+            raise ServerError(BAD_ARGUMENTS, f"Malformed multipart/form-data body: {e}",
+                              http_status=400) from e
+        fields: dict[str, str] = {}
+        tables = []
+        try:
+            for name, value in form.multi_items():
+                if isinstance(value, str):
+                    fields[name] = value
+            for name, value in form.multi_items():
+                if isinstance(value, str):
+                    continue
+                structure = params.get(f"{name}_structure") or fields.get(f"{name}_structure")
+                types = params.get(f"{name}_types") or fields.get(f"{name}_types")
+                if not structure and types:
+                    structure = ", ".join(f"_{i + 1} {t.strip()}"
+                                          for i, t in enumerate(types.split(",")))
+                if not structure:
+                    raise ServerError(BAD_ARGUMENTS, f"External table {name!r} needs "
+                                      f"{name}_structure (or {name}_types)")
+                fmt = params.get(f"{name}_format") or fields.get(f"{name}_format") or \
+                    "TabSeparated"
+                tables.append(ExternalTable(name=name, structure=structure, format=fmt,
+                                            data=await value.read()))
+        finally:
+            await form.close()
+        for key, value in fields.items():
+            if key != "query" and not key.endswith(("_structure", "_format", "_types")):
+                params.setdefault(key, value)
+        return fields.get("query", "").encode("utf-8", "surrogateescape"), tuple(tables)
+
+    # -- admission, threads, disconnects ---------------------------------------------
+
+    async def _admit(self, account: ClickHouseUser) -> Callable[[], None]:
+        ch = self.settings.clickhouse
+        if account.max_concurrent_queries and \
+                self.running.get(account.name, 0) >= account.max_concurrent_queries:
+            raise ServerError(TOO_MANY_SIMULTANEOUS_QUERIES, f"{account.name}: Too many "
+                              f"simultaneous queries for this account (max_concurrent_queries="
+                              f"{account.max_concurrent_queries}); retry later", http_status=503)
+        borrower = object()
+        try:
+            with anyio.fail_after(ch.queue_timeout_s):
+                await self.queries.acquire_on_behalf_of(borrower)
+        except TimeoutError as e:
+            raise ServerError(TOO_MANY_SIMULTANEOUS_QUERIES, f"Too many simultaneous queries "
+                              f"(max_concurrent_queries={ch.max_concurrent_queries}); waited "
+                              f"{ch.queue_timeout_s} s. Retry later", http_status=503) from e
+        self.running[account.name] = self.running.get(account.name, 0) + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.running[account.name] -= 1
+                self.queries.release_on_behalf_of(borrower)
+
+        return release
+
+    async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.threads)
+
+    async def _unless_gone(self, request: Request, stream: ResultStream) -> bytes | None:
+        """The next block, or cancel the query if the client disconnects meanwhile."""
+        result: list[bytes | None] = []
+        failure: list[BaseException] = []
+        async with anyio.create_task_group() as group:
+            async def watch() -> None:
+                while True:
+                    message = await request.receive()
+                    if message["type"] == "http.disconnect":
+                        stream.cancel()
+                        group.cancel_scope.cancel()
+                        return
+
+            async def fetch() -> None:
+                try:
+                    result.append(await self._thread(stream.fetch))
+                except ServerError as e:  # raised below, not as an ExceptionGroup
+                    failure.append(e)
+                group.cancel_scope.cancel()
+
+            group.start_soon(watch)
+            group.start_soon(fetch)
+        if failure:
+            raise failure[0]
+        if not result:
+            raise ClientDisconnect()
+        return result[0]
+
+    # -- responses ------------------------------------------------------------------------
+
+    def _common(self) -> dict[str, str]:
+        return {"X-ClickHouse-Server-Display-Name": "flywheel-chdb",
+                "X-ClickHouse-Timezone": self.engine.timezone}
+
+    def _result_headers(self, query_id: str, fmt: str | None) -> dict[str, str]:
+        headers = {**self._common(), "X-ClickHouse-Query-Id": query_id}
+        if fmt is not None:
+            headers["X-ClickHouse-Format"] = fmt
+        return headers
+
+    def _done(self, outcome: Outcome, query_id: str, *, fmt: str | None,
+              request: Request | None = None) -> Response:
+        headers = self._result_headers(query_id, fmt)
+        summary = outcome.summary()
+        if fmt in _LINE_FORMATS:
+            summary["result_rows"] = str(outcome.data.count(b"\n"))
+        headers["X-ClickHouse-Summary"] = json.dumps(summary, separators=(",", ":"))
+        data = outcome.data
+        if request is not None and request.query_params.get("enable_http_compression") == "1" \
+                and data:
+            encoding = choose_encoding(request.headers.get("accept-encoding", ""))
+            if encoding:
+                level = _compression_level(request.query_params.get("http_zlib_compression_level"))
+                data = encode_body(data, encoding, level=level)
+                headers["Content-Encoding"] = encoding
+        self.metrics.sent_bytes.inc(len(data))
+        media = _CONTENT_TYPES.get(fmt or "", "text/plain; charset=UTF-8")
+        return Response(data, headers=headers, media_type=media)
+
+    def _error(self, error: ServerError, query_id: str) -> Response:
+        self.metrics.errors.labels(str(error.code)).inc()
+        logger.info("query %s failed: %s", query_id, error.message.splitlines()[0][:300]
+                    if error.message else error.code)
+        body = error.body(version=self.engine.version).encode("utf-8", "replace")
+        headers = {**self._common(), "X-ClickHouse-Exception-Code": str(error.code),
+                   "X-ClickHouse-Query-Id": query_id}
+        if error.http_status == 503:
+            headers["Retry-After"] = "1"
+        return Response(body, status_code=error.http_status, headers=headers,
+                        media_type="text/plain; charset=UTF-8")
+
+    def _count(self, request: Request, endpoint: str, status: int, started: float) -> None:
+        self.metrics.requests.labels(endpoint, str(status)).inc()
+        self.metrics.duration.labels(endpoint).observe(time.perf_counter() - started)
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator that yields nothing
+
+
+def _start_insert(handle: Handle, sql: str, fmt: str) -> _Inserter:
+    return _Inserter(handle, sql, fmt)
+
+
+class _Inserter:
+    """`Handle.insert` driven one chunk at a time from the event loop."""
+
+    def __init__(self, handle: Handle, sql: str, fmt: str) -> None:
+        self.started = time.perf_counter()
+        try:
+            self._inner = handle.conn.send_insert(sql, fmt)
+        except Exception as e:
+            raise ServerError.from_engine(e) from e
+
+    def append(self, chunk: bytes) -> None:
+        try:
+            self._inner.append(chunk)
+        except Exception as e:
+            raise ServerError.from_engine(e) from e
+
+    def finish(self) -> Outcome:
+        try:
+            result = self._inner.finish()
+        except Exception as e:
+            raise ServerError.from_engine(e) from e
+        return Outcome(written_rows=result.rows_written, written_bytes=result.bytes_written,
+                       elapsed_s=time.perf_counter() - self.started)
+
+    def cancel(self) -> None:
+        try:
+            self._inner.cancel()
+        except Exception:
+            logger.debug("cancelling a failed insert failed", exc_info=True)
+
+
+def _compression_level(raw: str | None) -> int | None:
+    if not raw:
+        return None
+    try:
+        level = int(raw)
+    except ValueError:
+        level = -1
+    if not 1 <= level <= 9:
+        raise ServerError(BAD_ARGUMENTS, f"http_zlib_compression_level must be an integer from "
+                          f"1 to 9, got {raw[:20]!r}", http_status=400)
+    return level
 
 
 def _too_large(max_size_bytes: int) -> ServerError:
@@ -274,17 +605,53 @@ def _too_large(max_size_bytes: int) -> ServerError:
                        "clickhouse.max_body_size_bytes", http_status=413)
 
 
-def serve(settings: FlywheelSettings, *, ready: threading.Event | None = None) -> None:
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, exiting 0 after a graceful stop on SIGTERM or SIGINT.
+
+        uvicorn re-raises the signal once it has shut down, so the process would
+        die by it (exit -15) although every request in flight finished; the
+        supervisor reads that as a crash.
+        """
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    return Server
+
+
+def serve(settings: FlywheelSettings) -> None:
     """Open the engine under `<state_dir>/clickhouse/` and serve until SIGTERM or SIGINT.
 
     Raises:
         EngineStartError: the data folder is owned by another process.
         OSError: the port is taken.
     """
-    engine = Engine(path=settings.state_path / "clickhouse" / "chdb",
-                    database=settings.clickhouse.database)
+    import threading
+
+    import uvicorn
+
+    _Server = _server_class()
+    from deploy.clickhouse.protocol import ConnectionLimits, protocol_class
+
+    ch = settings.clickhouse
+    engine = Engine(path=settings.state_path / "clickhouse" / "chdb", database=ch.database)
     engine.open()
-    server = ClickHouseHTTPServer(settings, engine)
+    front = ClickHouseFront(settings, engine)
+    limits = ConnectionLimits(header_timeout_s=ch.header_timeout_s,
+                              max_connections=ch.max_connections,
+                              max_per_client=ch.max_connections_per_client,
+                              metrics=front.metrics)
+    config = uvicorn.Config(
+        front, host=ch.host, port=ch.port, http=protocol_class(limits), lifespan="off",
+        loop="asyncio", log_level="warning", access_log=False, server_header=False,
+        date_header=True, timeout_keep_alive=ch.keep_alive_timeout_s,
+        timeout_graceful_shutdown=int(settings.stop_timeout_s),
+        h11_max_incomplete_event_size=64 * 1024, backlog=512)
+    server = _Server(config)
     reaper_stop = threading.Event()
 
     def reap() -> None:
@@ -292,24 +659,11 @@ def serve(settings: FlywheelSettings, *, ready: threading.Event | None = None) -
             engine.expire_sessions()
 
     threading.Thread(target=reap, name="session-reaper", daemon=True).start()
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        logger.info("signal %d: no new connections; finishing requests in flight", signum)
-        server.stopping.set()
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-    logger.info("ClickHouse HTTP interface on http://%s:%d (chDB %s)", settings.clickhouse.host,
-                settings.clickhouse.port, engine.version)
-    if ready is not None:
-        ready.set()
+    logger.info("ClickHouse HTTP interface on http://%s:%d (chDB %s)", ch.host, ch.port,
+                engine.version)
     try:
-        server.serve_forever(poll_interval=0.2)
+        server.run()
     finally:
-        server.server_close()
-        server.drain(timeout_s=settings.stop_timeout_s)
         reaper_stop.set()
         engine.close()
         logger.info("ClickHouse server stopped")

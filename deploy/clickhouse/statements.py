@@ -2,7 +2,10 @@
 
 The HTTP interface concatenates the `query` parameter, a newline and the body, and
 parses one statement off the front: an `INSERT ... FORMAT <name>` stops after the
-format name (the rest is data), `INSERT ... VALUES` is passed whole to the engine.
+format name, and `INSERT ... VALUES` after the keyword (the rest is data, read by
+the named input format, or `Values`). Data never reaches the SQL parser: chDB runs
+every statement of a text, so `VALUES (1); SELECT ... INTO OUTFILE` would otherwise
+run a second statement hidden in the data.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ def split(text: bytes) -> Statement:
     if position is None:
         return Statement(sql=text, kind=kind)
     keyword_at, name_end, name = position
+    if name == "Values" and text[keyword_at:name_end].upper() == b"VALUES":
+        return Statement(sql=text[:keyword_at].rstrip(), kind=kind, insert_format=name,
+                         data=text[name_end:])
     data_at = name_end
     # ClickHouse skips blanks and one line break between the format name and the data.
     while data_at < len(text) and text[data_at] in b" \t":
@@ -65,12 +71,27 @@ def split(text: bytes) -> Statement:
 
 def _find_format_keyword(text: bytes, start: int) -> tuple[int, int, str] | None:
     """(offset of FORMAT, end of the format name, the name), skipping quoted text and
-    stopping at VALUES or SELECT, whose data the engine parses itself."""
+    or of VALUES (the data is in the Values format), skipping quoted text and
+    parenthesised column lists, and stopping at SELECT or WITH: INSERT ... SELECT
+    has no data."""
     i, end = start, min(len(text), start + _HEAD_SCAN_BYTES)
+    depth = 0
     while i < end:
         c = text[i]
         if c in b"'\"`":
             i = _skip_quoted(text, i, end)
+            continue
+        if c == 0x28:  # (
+            depth += 1
+            i += 1
+            continue
+        if c == 0x29:  # )
+            depth -= 1
+            i += 1
+            continue
+        if c == 0x2F and text.startswith(b"/*", i):
+            close = text.find(b"*/", i + 2)
+            i = end if close < 0 else close + 2
             continue
         if c == 0x2D and text.startswith(b"--", i):  # comment to end of line
             newline = text.find(b"\n", i)
@@ -81,8 +102,13 @@ def _find_format_keyword(text: bytes, start: int) -> tuple[int, int, str] | None
             i += 1
             continue
         upper = word.group(0).upper()
-        if upper in (b"VALUES", b"SELECT", b"WITH"):
+        if depth > 0:
+            i = word.end()
+            continue
+        if upper in (b"SELECT", b"WITH"):
             return None
+        if upper == b"VALUES":
+            return i, word.end(), "Values"
         if upper == b"FORMAT":
             name = _WORD.match(text, _skip_blanks(text, word.end()))
             if name is None:

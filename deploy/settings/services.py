@@ -74,17 +74,31 @@ class KafkaSettings(_Section):
 
 
 class ClickHouseUser(_Section):
-    """One account of the embedded ClickHouse server."""
+    """One account of the embedded ClickHouse server, with its limits.
 
-    name: str = Field(min_length=1)
+    An empty password means "generate one": it is kept in
+    `<state_dir>/clickhouse/passwords/<name>` (mode 0600). No account is open without
+    a password. The limits are applied before `readonly`, so a read-only account
+    cannot lift them; 0 means no limit.
+    """
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.@-]+$")
     password: SecretStr = SecretStr("")
     readonly: bool = False
+    max_execution_time_s: float = Field(
+        default=0, ge=0, description="A query running longer is cancelled (TIMEOUT_EXCEEDED).")
+    max_memory_usage_bytes: int = Field(default=0, ge=0)
+    max_result_rows: int = Field(default=0, ge=0)
+    max_concurrent_queries: int = Field(
+        default=0, ge=0, description="Queries of this account running at once; more get 202.")
 
 
 def _default_clickhouse_users() -> list[ClickHouseUser]:
     return [
-        ClickHouseUser(name="default", password=SecretStr(""), readonly=False),
-        ClickHouseUser(name="analyst", password=SecretStr("analyst"), readonly=True),
+        ClickHouseUser(name="default", readonly=False),
+        ClickHouseUser(name="analyst", readonly=True, max_execution_time_s=60,
+                       max_memory_usage_bytes=4 << 30, max_result_rows=1_000_000,
+                       max_concurrent_queries=8),
     ]
 
 
@@ -99,13 +113,33 @@ class ClickHouseSettings(_HttpServer):
     port: Port = 8123
     database: str = "flywheel"
     user: str = Field(default="default", description="The account Flywheel's own code uses.")
-    password: SecretStr = SecretStr("")
+    password: SecretStr = Field(
+        default=SecretStr(""),
+        description="Its password; empty: the embedded server's generated one (or none for a "
+        "real server).")
     users: list[ClickHouseUser] = Field(
         default_factory=_default_clickhouse_users,
         description="Accounts the embedded server accepts (a real server has its own).",
     )
-    max_body_size_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
-    max_connections: int = Field(default=64, ge=1)
+    max_body_size_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1024,
+        description="Largest request body, counted after decompression.")
+    max_connections: int = Field(default=1024, ge=1, description="Open connections in all.")
+    max_connections_per_client: int = Field(
+        default=512, ge=1, description="Open connections from one client address.")
+    max_concurrent_queries: int = Field(
+        default=32, ge=1, description="Queries running at once; more wait up to queue_timeout_s.")
+    queue_timeout_s: float = Field(default=10.0, gt=0)
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="A connection that has not sent a whole request head "
+        "by then is closed (slow-header attacks).")
+    body_timeout_s: float = Field(
+        default=60.0, gt=0, description="Longest wait for the next piece of a request body.")
+    keep_alive_timeout_s: int = Field(default=10, ge=1)
+    into_outfile_dir: Path | None = Field(
+        default=None,
+        description="Allow INTO OUTFILE for admin accounts, only to files under this folder. "
+        "Unset (the default): INTO OUTFILE is refused for every account.")
     compress: Literal["lz4", "zstd", "none"] = "lz4"
 
     _ports = field_validator("port")(_check_port)

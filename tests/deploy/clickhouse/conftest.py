@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from deploy.clickhouse.client import get_client
+from deploy.clickhouse.passwords import client_password, stored_password
 from deploy.local.clickhouse import ClickHouseService
 from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings
@@ -51,6 +52,16 @@ def client(clickhouse: FlywheelSettings) -> Iterator[Any]:
         yield c
     finally:
         c.close()
+
+
+def admin_auth(settings: FlywheelSettings) -> httpx.BasicAuth:
+    """Basic auth of Flywheel's own account (its generated password)."""
+    return httpx.BasicAuth(settings.clickhouse.user, client_password(settings))
+
+
+def analyst_auth(settings: FlywheelSettings) -> httpx.BasicAuth:
+    """Basic auth of the read-only `analyst` account (its generated password)."""
+    return httpx.BasicAuth("analyst", stored_password(settings.state_path, "analyst"))
 
 
 def free_port() -> int:
@@ -100,6 +111,7 @@ class OwnServer:
         return get_client(self.settings)
 
     def post(self, query: str, **kwargs: Any) -> httpx.Response:
+        kwargs.setdefault("auth", admin_auth(self.settings))
         return httpx.post(self.url, params={"query": query}, timeout=30, **kwargs)
 
 

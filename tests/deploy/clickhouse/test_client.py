@@ -12,6 +12,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
 from deploy.clickhouse.client import get_client
+from deploy.clickhouse.passwords import stored_password
 from deploy.settings import FlywheelSettings
 
 pytestmark = pytest.mark.integration
@@ -102,7 +103,8 @@ def test_a_readonly_account_reads_but_cannot_write(
     clickhouse: FlywheelSettings, client: Any, unique_name: str
 ) -> None:
     client.command(f"CREATE TABLE {unique_name} (a UInt8) ENGINE = MergeTree ORDER BY a")
-    with get_client(clickhouse, username="analyst", password="analyst") as analyst:
+    with get_client(clickhouse, username="analyst",
+                    password=stored_password(clickhouse.state_path, "analyst")) as analyst:
         assert analyst.command(f"SELECT count() FROM {unique_name}") == 0
         with pytest.raises(DatabaseError) as info:
             analyst.command(f"INSERT INTO {unique_name} VALUES (1)")

@@ -10,12 +10,15 @@ import time
 import httpx
 import pytest
 
+from deploy.clickhouse.passwords import stored_password
 from deploy.settings import FlywheelSettings
+from tests.deploy.clickhouse.conftest import admin_auth, analyst_auth
 
 pytestmark = pytest.mark.integration
 
 
 def post(settings: FlywheelSettings, query: str, **kwargs: object) -> httpx.Response:
+    kwargs.setdefault("auth", admin_auth(settings))
     return httpx.post(settings.clickhouse.http_url, params={"query": query}, timeout=30,
                       **kwargs)  # type: ignore[arg-type]
 
@@ -29,7 +32,7 @@ def test_a_jsoneachrow_insert_and_a_tsv_select_round_trip(
     inserted = post(clickhouse, f"INSERT INTO {unique_name} FORMAT JSONEachRow", content=rows)
     assert inserted.status_code == 200, inserted.text
     assert json.loads(inserted.headers["X-ClickHouse-Summary"])["written_rows"] == "3"
-    selected = httpx.get(clickhouse.clickhouse.http_url,
+    selected = httpx.get(clickhouse.clickhouse.http_url, auth=admin_auth(clickhouse),
                          params={"query": f"SELECT id, name FROM {unique_name} ORDER BY id"})
     assert selected.status_code == 200
     assert selected.headers["X-ClickHouse-Format"] == "TabSeparated"
@@ -42,7 +45,7 @@ def test_the_query_can_come_whole_in_the_body_with_a_gzip_content_encoding(
     post(clickhouse, f"CREATE TABLE {unique_name} (a UInt8) ENGINE = MergeTree ORDER BY a")
     body = gzip.compress(f"INSERT INTO {unique_name} FORMAT CSV\n1\n2\n".encode())
     response = httpx.post(clickhouse.clickhouse.http_url, content=body,
-                          headers={"Content-Encoding": "gzip"})
+                          auth=admin_auth(clickhouse), headers={"Content-Encoding": "gzip"})
     assert response.status_code == 200, response.text
     assert post(clickhouse, f"SELECT sum(a) FROM {unique_name}").text == "3\n"
 
@@ -53,7 +56,7 @@ def test_a_gzip_response_is_sent_when_http_compression_is_enabled(
     response = httpx.post(
         clickhouse.clickhouse.http_url,
         params={"query": "SELECT number FROM numbers(1000)", "enable_http_compression": "1"},
-        headers={"Accept-Encoding": "gzip"},
+        headers={"Accept-Encoding": "gzip"}, auth=admin_auth(clickhouse),
     )
     assert response.headers["Content-Encoding"] == "gzip"
     assert response.text.splitlines()[-1] == "999"  # httpx decoded it
@@ -79,15 +82,18 @@ def test_a_wrong_password_answers_code_516_and_403(clickhouse: FlywheelSettings)
     response = post(clickhouse, "SELECT 1", auth=("analyst", "nope"))
     assert response.status_code == 403
     assert response.headers["X-ClickHouse-Exception-Code"] == "516"
-    ok = post(clickhouse, "SELECT 1", headers={"X-ClickHouse-User": "analyst",
-                                               "X-ClickHouse-Key": "analyst"})
+    analyst = analyst_auth(clickhouse)
+    ok = post(clickhouse, "SELECT 1", auth=None,
+              headers={"X-ClickHouse-User": "analyst",
+                       "X-ClickHouse-Key": stored_password(clickhouse.state_path, "analyst")})
+    assert analyst is not None
     assert ok.text == "1\n"
 
 
 def test_a_get_request_is_readonly_like_clickhouse(
     clickhouse: FlywheelSettings, unique_name: str
 ) -> None:
-    response = httpx.get(clickhouse.clickhouse.http_url,
+    response = httpx.get(clickhouse.clickhouse.http_url, auth=admin_auth(clickhouse),
                          params={"query": f"CREATE TABLE {unique_name} (a UInt8) ENGINE = Memory"})
     assert response.headers["X-ClickHouse-Exception-Code"] == "164"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lz4.frame
 import pytest
 import zstandard
+from pydantic import SecretStr
 
 from deploy.clickhouse.codecs import decode_body
 from deploy.clickhouse.config import settings_from_json, settings_to_json
@@ -22,7 +23,10 @@ from deploy.settings import FlywheelSettings
          b"1,2\n"),
         (b"INSERT INTO t SETTINGS async_insert=0 FORMAT TSV\n1\n",
          b"INSERT INTO t SETTINGS async_insert=0", "TSV", b"1\n"),
-        (b"INSERT INTO t VALUES ('FORMAT x')", b"INSERT INTO t VALUES ('FORMAT x')", None, b""),
+        # VALUES data goes to the Values input format, never to the SQL parser.
+        (b"INSERT INTO t VALUES ('FORMAT x')", b"INSERT INTO t", "Values", b" ('FORMAT x')"),
+        (b"INSERT INTO t (values) VALUES (1); SELECT 2", b"INSERT INTO t (values)", "Values",
+         b" (1); SELECT 2"),
         (b"-- c\nINSERT INTO t SELECT 1 FORMAT TSV", b"-- c\nINSERT INTO t SELECT 1 FORMAT TSV",
          None, b""),
     ],
@@ -63,8 +67,12 @@ def test_engine_errors_keep_clickhouses_code_name_and_http_status() -> None:
 
 
 def test_settings_survive_the_hand_off_to_the_server_process(tmp_path: object) -> None:
-    settings = FlywheelSettings(state_dir=tmp_path)  # type: ignore[arg-type]
+    base = FlywheelSettings(state_dir=tmp_path)  # type: ignore[arg-type]
+    users = [base.clickhouse.users[0], base.clickhouse.users[1].model_copy(
+        update={"password": SecretStr("s3cret")})]
+    settings = base.model_copy(update={"clickhouse": base.clickhouse.model_copy(
+        update={"users": users})})
     rebuilt = settings_from_json(settings_to_json(settings))
     assert rebuilt.clickhouse == settings.clickhouse
-    assert rebuilt.clickhouse.users[1].password.get_secret_value() == "analyst"
+    assert rebuilt.clickhouse.users[1].password.get_secret_value() == "s3cret"
     assert rebuilt.state_path == settings.state_path
