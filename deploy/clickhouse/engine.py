@@ -199,6 +199,7 @@ class ResultStream:
         self.read_rows = 0
         self.read_bytes = 0
         self.done = False
+        self._fetching = False
 
     def fetch(self) -> bytes | None:
         """The next block of output, or None at the end.
@@ -208,11 +209,14 @@ class ResultStream:
         """
         if self.done:
             return None
+        self._fetching = True
         try:
             block = self._stream.fetch()
         except Exception as e:
             self.done = True
             raise ServerError.from_engine(e) from e
+        finally:
+            self._fetching = False
         data = block.bytes() if block is not None else b""
         if not data:
             self.done = True
@@ -221,13 +225,44 @@ class ResultStream:
         self.read_bytes += _call(block, "bytes_read")
         return bytes(data)
 
+    @property
+    def fetching(self) -> bool:
+        """A `fetch` is waiting on the engine in some thread."""
+        return self._fetching
+
     def cancel(self) -> None:
-        """Stop the query (safe from another thread while `fetch` waits)."""
+        """Stop reading. While a `fetch` waits in another thread, chDB's cancel would
+        wait for it (an aggregate may produce its one block hours later), so then
+        only `Engine.kill` stops the query."""
+        if self.done:
+            return
         self.done = True
+        if self._fetching:
+            return
         try:
             self._stream.cancel()
         except Exception:
             logger.debug("cancelling a streamed query failed", exc_info=True)
+
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
+
+
+def _tag(query_id: str) -> str:
+    return f"/* flywheel query_id={query_id} "
+
+
+def tag_statement(sql: bytes, *, query_id: str, user: str) -> bytes:
+    """`sql` led by a comment naming its query id and account.
+
+    chDB runs every statement as `default`, so this comment is where
+    `system.processes` shows the real account, and how `Engine.kill` finds the
+    statement of a client that went away. The id and name are checked to be plain
+    words, so the comment cannot be closed early.
+    """
+    if not _SAFE_ID.match(query_id) or not _SAFE_ID.match(user):
+        return sql
+    return (_tag(query_id) + f"user={user} */ ").encode() + sql
 
 
 def _call(result: Any, name: str) -> int:
@@ -342,6 +377,17 @@ class Engine:
                 del self._sessions[session.id]
         for session in expired:
             session.handle.close()
+
+    def kill(self, query_id: str) -> None:
+        """Cancel the running statement tagged with `query_id` (see `tag_statement`)."""
+        handle = self.new_handle()
+        try:
+            handle.query(f"KILL QUERY WHERE query LIKE {quote_value(_tag(query_id) + '%')} "
+                         "ASYNC")
+        except ServerError:
+            logger.warning("could not cancel query %s", query_id, exc_info=True)
+        finally:
+            handle.close()
 
     @property
     def session_count(self) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import time
 import uuid
@@ -34,7 +35,7 @@ from starlette.routing import Route
 
 from deploy.clickhouse.auth import Accounts, credentials
 from deploy.clickhouse.codecs import choose_encoding, encode_body, iter_decoded
-from deploy.clickhouse.engine import Engine, Handle, Outcome, ResultStream
+from deploy.clickhouse.engine import Engine, Handle, Outcome, ResultStream, tag_statement
 from deploy.clickhouse.errors import (
     BAD_ARGUMENTS,
     NOT_IMPLEMENTED,
@@ -76,6 +77,7 @@ _HEAD_MAX_BYTES = 1 << 20
 # A statement without data (a SELECT, DDL) is at most this long; ClickHouse's own
 # max_query_size is 256 KiB.
 _MAX_STATEMENT_BYTES = 16 << 20
+_QUERY_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 
 
 class ClickHouseFront:
@@ -133,6 +135,8 @@ class ClickHouseFront:
         started = time.perf_counter()
         params = dict(request.query_params)
         query_id = params.get("query_id") or str(uuid.uuid4())
+        if not _QUERY_ID.match(query_id):
+            query_id = str(uuid.uuid4())
         self.metrics.in_flight.inc()
         try:
             response = await self._query(request, params, query_id)
@@ -156,7 +160,13 @@ class ClickHouseFront:
             raise ServerError(NOT_IMPLEMENTED, "compress=1/decompress=1 (ClickHouse's native "
                               "block compression) is not supported; use enable_http_compression"
                               "=1 with Accept-Encoding, or a Content-Encoding on the request")
-        user, password = credentials(request.headers, params)
+        try:
+            user, password = credentials(request.headers, params)
+        except ServerError:
+            self.metrics.auth_failures.labels("").inc()
+            logger.warning("malformed credentials from %s",
+                           request.client.host if request.client else "?")
+            raise
         content_type = request.headers.get("content-type", "")
         form_text, external = b"", ()
         if content_type.lower().startswith("multipart/form-data"):
@@ -207,11 +217,12 @@ class ClickHouseFront:
                 outcome = await self._insert(handle, statement, data)
                 self.metrics.written_rows.inc(outcome.written_rows)
                 return self._done(outcome, query_id, fmt=None)
+            tagged = tag_statement(statement.sql, query_id=query_id, user=account.name)
             if statement.kind in STREAMED_KINDS:
-                response, streaming = await self._select(request, handle, statement, query, fmt,
+                response, streaming = await self._select(request, handle, tagged, query, fmt,
                                                          query_id, close, release)
                 return response
-            outcome = await self._thread(handle.query, statement.sql, fmt, query.query_params)
+            outcome = await self._thread(handle.query, tagged, fmt, query.query_params)
             kind_has_result = statement.kind in RESULT_KINDS or bool(outcome.data)
             return self._done(outcome, query_id, fmt=fmt if kind_has_result else None,
                               request=request)
@@ -221,26 +232,27 @@ class ClickHouseFront:
                     await self._thread(close)
                 release()
 
-    async def _select(self, request: Request, handle: Handle, statement: Statement,
+    async def _select(self, request: Request, handle: Handle, sql: bytes,
                       query: QueryRequest, fmt: str, query_id: str, close: Callable[[], None],
                       release: Callable[[], None]) -> tuple[Response, bool]:
-        stream = await self._thread(handle.stream, statement.sql, fmt, query.query_params)
+        stream = await self._thread(handle.stream, sql, fmt, query.query_params)
         blocks: list[bytes] = []
         size = 0
         try:
             while size < _BUFFER_BYTES and not stream.done:
-                block = await self._unless_gone(request, stream)
+                block = await self._unless_gone(request, stream, query_id)
                 if block is None:
                     break
                 blocks.append(block)
                 size += len(block)
         except BaseException:
-            stream.cancel()
+            with anyio.CancelScope(shield=True):
+                await self._stop(stream, query_id)
             raise
         compress = query.params.get("enable_http_compression") == "1"
         if stream.done or compress or query.params.get("wait_end_of_query") == "1":
             while not stream.done:  # compressed or asked for whole: finish here
-                block = await self._unless_gone(request, stream)
+                block = await self._unless_gone(request, stream, query_id)
                 if block is not None:
                     blocks.append(block)
             outcome = Outcome(data=b"".join(blocks), read_rows=stream.read_rows,
@@ -273,8 +285,8 @@ class ClickHouseFront:
                        + str(len(message)).encode() + b" " + tag.encode()
                        + b"\r\n__exception__\r\n")
             finally:
-                stream.cancel()
                 with anyio.CancelScope(shield=True):
+                    await self._stop(stream, query_id)
                     await self._thread(close)
                 release()
                 self._count(request, "/", status, started)
@@ -470,7 +482,15 @@ class ClickHouseFront:
     async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.threads)
 
-    async def _unless_gone(self, request: Request, stream: ResultStream) -> bytes | None:
+    async def _stop(self, stream: ResultStream, query_id: str) -> None:
+        """End a stream early: KILL the statement if a fetch still waits on it."""
+        if stream.done and not stream.fetching:
+            return
+        await self._thread(self.engine.kill, query_id)
+        await self._thread(stream.cancel)
+
+    async def _unless_gone(self, request: Request, stream: ResultStream,
+                           query_id: str) -> bytes | None:
         """The next block, or cancel the query if the client disconnects meanwhile."""
         result: list[bytes | None] = []
         failure: list[BaseException] = []
@@ -479,7 +499,8 @@ class ClickHouseFront:
                 while True:
                     message = await request.receive()
                     if message["type"] == "http.disconnect":
-                        stream.cancel()
+                        with anyio.CancelScope(shield=True):
+                            await self._thread(self.engine.kill, query_id)
                         group.cancel_scope.cancel()
                         return
 
