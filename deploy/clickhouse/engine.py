@@ -44,6 +44,7 @@ class Outcome:
     written_rows: int = 0
     written_bytes: int = 0
     elapsed_s: float = 0.0
+    result_rows: int = 0
 
     def summary(self) -> dict[str, str]:
         return {
@@ -52,7 +53,7 @@ class Outcome:
             "written_rows": str(self.written_rows),
             "written_bytes": str(self.written_bytes),
             "total_rows_to_read": str(self.read_rows),
-            "result_rows": "0",
+            "result_rows": str(self.result_rows),
             "result_bytes": str(len(self.data)),
             "elapsed_ns": str(int(self.elapsed_s * 1e9)),
         }
@@ -107,11 +108,13 @@ class Handle:
         Raises:
             ServerError: the engine rejected the statement before its first block.
         """
+        progress: dict[str, int] = {}
         try:
+            self.conn.set_progress_callback(progress.update)
             stream = self.conn.send_query(sql, fmt, params=dict(params or {}))
         except Exception as e:
             raise ServerError.from_engine(e) from e
-        return ResultStream(stream)
+        return ResultStream(stream, progress)
 
     def insert(self, statement: str, fmt: str, chunks: Iterable[bytes]) -> Outcome:
         """Stream FORMAT-encoded chunks into `INSERT INTO ...` and commit.
@@ -193,11 +196,11 @@ class Handle:
 class ResultStream:
     """A streamed result: blocks of output bytes as the engine produces them."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, progress: dict[str, int]) -> None:
         self._stream = stream
+        self._progress = progress  # the engine's latest progress report
         self.started = time.perf_counter()
-        self.read_rows = 0
-        self.read_bytes = 0
+        self.result_rows = 0
         self.done = False
         self._fetching = False
 
@@ -221,9 +224,16 @@ class ResultStream:
         if not data:
             self.done = True
             return None
-        self.read_rows += _call(block, "rows_read")
-        self.read_bytes += _call(block, "bytes_read")
+        self.result_rows += _call(block, "rows_read")  # a block's own rows
         return bytes(data)
+
+    @property
+    def read_rows(self) -> int:
+        return int(self._progress.get("read_rows", 0))
+
+    @property
+    def read_bytes(self) -> int:
+        return int(self._progress.get("read_bytes", 0))
 
     @property
     def fetching(self) -> bool:

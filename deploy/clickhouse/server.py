@@ -67,8 +67,6 @@ _CONTENT_TYPES = {
     "JSONEachRow": "application/x-ndjson; charset=UTF-8",
     "JSONCompact": "application/json; charset=UTF-8",
 }
-_LINE_FORMATS = ("TabSeparated", "TSV", "CSV", "JSONEachRow", "JSONCompactEachRow",
-                 "TSVRaw", "TabSeparatedRaw", "JSONLines", "NDJSON", "LineAsString")
 # Results up to this size are sent whole, with their final summary; longer ones stream.
 _BUFFER_BYTES = 1 << 20
 # Where the statement ends is looked for in the first bytes of a body.
@@ -250,13 +248,15 @@ class ClickHouseFront:
                 await self._stop(stream, query_id)
             raise
         compress = query.params.get("enable_http_compression") == "1"
-        if stream.done or compress or query.params.get("wait_end_of_query") == "1":
+        whole = compress or "1" in (query.params.get("wait_end_of_query"),
+                                    query.params.get("send_progress_in_http_headers"))
+        if stream.done or whole:
             while not stream.done:  # compressed or asked for whole: finish here
                 block = await self._unless_gone(request, stream, query_id)
                 if block is not None:
                     blocks.append(block)
             outcome = Outcome(data=b"".join(blocks), read_rows=stream.read_rows,
-                              read_bytes=stream.read_bytes,
+                              read_bytes=stream.read_bytes, result_rows=stream.result_rows,
                               elapsed_s=time.perf_counter() - stream.started)
             return self._done(outcome, query_id, fmt=fmt, request=request), False
         # A long result: stream it, with the exception tag for errors after this point.
@@ -535,9 +535,14 @@ class ClickHouseFront:
               request: Request | None = None) -> Response:
         headers = self._result_headers(query_id, fmt)
         summary = outcome.summary()
-        if fmt in _LINE_FORMATS:
-            summary["result_rows"] = str(outcome.data.count(b"\n"))
         headers["X-ClickHouse-Summary"] = json.dumps(summary, separators=(",", ":"))
+        if request is not None and \
+                request.query_params.get("send_progress_in_http_headers") == "1":
+            # The result was waited for whole, so one header carries the final progress.
+            progress = {k: summary[k] for k in ("read_rows", "read_bytes", "written_rows",
+                                                "written_bytes", "total_rows_to_read",
+                                                "result_rows", "result_bytes", "elapsed_ns")}
+            headers["X-ClickHouse-Progress"] = json.dumps(progress, separators=(",", ":"))
         data = outcome.data
         if request is not None and request.query_params.get("enable_http_compression") == "1" \
                 and data:
