@@ -66,6 +66,10 @@ _STATUS_BY_CODE: dict[int, int] = {
     # DIRECTION_OF_SORTING, AGGREGATE_FUNCTION, FORMAT, DATABASE_ENGINE, TYPE_OF_QUERY, ROLE}
     **dict.fromkeys((60, 46, 47, 50, 56, 81, 115, 152, 63, 73, 336, 78, 511), 404),
     229: 413,  # QUERY_IS_TOO_LARGE
+    # CANNOT_DECOMPRESS, CHECKSUM_DOESNT_MATCH: a bad body is the client's fault; ClickHouse
+    # answers 500 for them, the front answers 400 (no 5xx for bad input).
+    271: 400,
+    40: 400,
     48: 501,  # NOT_IMPLEMENTED
     209: 503,  # SOCKET_TIMEOUT
     76: 503,  # CANNOT_OPEN_FILE

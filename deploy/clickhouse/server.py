@@ -38,12 +38,12 @@ from deploy.clickhouse.codecs import choose_encoding, encode_body, iter_decoded
 from deploy.clickhouse.engine import Engine, Handle, Outcome, ResultStream, tag_statement
 from deploy.clickhouse.errors import (
     BAD_ARGUMENTS,
-    NOT_IMPLEMENTED,
     QUERY_IS_TOO_LARGE,
     TOO_MANY_SIMULTANEOUS_QUERIES,
     ServerError,
 )
 from deploy.clickhouse.metrics import ServerMetrics
+from deploy.clickhouse.native_compression import compress_blocks, iter_decompressed
 from deploy.clickhouse.policy import StatementPolicy
 from deploy.clickhouse.query import (
     RESULT_KINDS,
@@ -154,10 +154,6 @@ class ClickHouseFront:
 
     async def _query(self, request: Request, params: dict[str, str],
                      query_id: str) -> Response:
-        if params.get("compress") in ("1", "true") or params.get("decompress") in ("1", "true"):
-            raise ServerError(NOT_IMPLEMENTED, "compress=1/decompress=1 (ClickHouse's native "
-                              "block compression) is not supported; use enable_http_compression"
-                              "=1 with Accept-Encoding, or a Content-Encoding on the request")
         try:
             user, password = credentials(request.headers, params)
         except ServerError:
@@ -260,6 +256,7 @@ class ClickHouseFront:
                               elapsed_s=time.perf_counter() - stream.started)
             return self._done(outcome, query_id, fmt=fmt, request=request), False
         # A long result: stream it, with the exception tag for errors after this point.
+        native = query.params.get("compress") in ("1", "true")
         tag = secrets.token_hex(8)
         headers = self._result_headers(query_id, fmt)
         headers["X-ClickHouse-Exception-Tag"] = tag
@@ -269,12 +266,14 @@ class ClickHouseFront:
             status = 200
             try:
                 for block in blocks:
-                    yield block
+                    yield compress_blocks(block) if native else block
                 blocks.clear()
                 while True:
                     block = await self._thread(stream.fetch)
                     if block is None:
                         break
+                    if native:
+                        block = compress_blocks(block)
                     self.metrics.sent_bytes.inc(len(block))
                     yield block
             except ServerError as e:
@@ -373,6 +372,8 @@ class ClickHouseFront:
         """The request body, decompressed, in pieces; raw and inflated bytes both capped."""
         ch = self.settings.clickhouse
         encoding = request.headers.get("content-encoding", "").strip().lower()
+        if request.query_params.get("decompress") in ("1", "true"):
+            encoding = "clickhouse-native"  # ClickHouse's compressed blocks
         stream = request.stream().__aiter__()
         raw = 0
         compressed = bytearray()
@@ -397,8 +398,10 @@ class ClickHouseFront:
                 compressed += chunk
         if encoding in ("", "identity") or not compressed:
             return
-        decoded = iter_decoded(bytes(compressed), encoding,
-                               max_size_bytes=ch.max_body_size_bytes)
+        decoded = (iter_decompressed(bytes(compressed), max_size_bytes=ch.max_body_size_bytes)
+                   if encoding == "clickhouse-native" else
+                   iter_decoded(bytes(compressed), encoding,
+                                max_size_bytes=ch.max_body_size_bytes))
         del compressed
         while True:
             piece = await self._thread(next, decoded, None)
@@ -544,8 +547,11 @@ class ClickHouseFront:
                                                 "result_rows", "result_bytes", "elapsed_ns")}
             headers["X-ClickHouse-Progress"] = json.dumps(progress, separators=(",", ":"))
         data = outcome.data
-        if request is not None and request.query_params.get("enable_http_compression") == "1" \
+        if request is not None and request.query_params.get("compress") in ("1", "true") \
                 and data:
+            data = compress_blocks(data)
+        elif request is not None and \
+                request.query_params.get("enable_http_compression") == "1" and data:
             encoding = choose_encoding(request.headers.get("accept-encoding", ""))
             if encoding:
                 level = _compression_level(request.query_params.get("http_zlib_compression_level"))

@@ -22,6 +22,11 @@ def post(settings: FlywheelSettings, sql: str, **kwargs: Any) -> httpx.Response:
     return httpx.post(settings.clickhouse.http_url, content=sql, timeout=30, **kwargs)
 
 
+def post_bytes(settings: FlywheelSettings, body: bytes, **kwargs: Any) -> httpx.Response:
+    return httpx.post(settings.clickhouse.http_url, content=body, timeout=30,
+                      auth=admin_auth(settings), **kwargs)
+
+
 def test_a_query_sent_as_a_multipart_form_field_runs(clickhouse: FlywheelSettings) -> None:
     response = httpx.post(clickhouse.clickhouse.http_url, auth=admin_auth(clickhouse),
                           files={"query": (None, "SELECT 40 + 2")})
@@ -129,3 +134,37 @@ def test_system_processes_names_the_account_that_runs_a_query(
                     "'%find-me-in-processes%' AND is_initial_query",
                     params={"query_id": "find-me-in-processes"})
     assert "user=default" in response.text
+
+
+def test_compress_1_answers_in_clickhouses_block_format_the_engine_itself_writes(
+    clickhouse: FlywheelSettings, tmp_path: Any
+) -> None:
+    import glob
+
+    import chdb
+
+    from deploy.clickhouse.native_compression import iter_decompressed
+
+    # A MergeTree column file holds the same checksummed LZ4 blocks: read one back first.
+    engine = chdb.connect(str(tmp_path / "own"))
+    engine.query("CREATE TABLE t (a UInt64 CODEC(LZ4)) ENGINE = MergeTree ORDER BY tuple() "
+                 "SETTINGS min_bytes_for_wide_part = 0")
+    engine.query("INSERT INTO t SELECT number FROM numbers(1000)")
+    column = next(iter(glob.glob(str(tmp_path / "own" / "store" / "**" / "a.bin"),
+                                 recursive=True)))
+    engine.close()
+    decoded = b"".join(iter_decompressed(open(column, "rb").read(), max_size_bytes=1 << 20))
+    assert decoded == b"".join(i.to_bytes(8, "little") for i in range(1000))
+
+    response = post(clickhouse, "SELECT number FROM numbers(100000)", params={"compress": "1"})
+    text = b"".join(iter_decompressed(response.content, max_size_bytes=1 << 30))
+    assert text.decode().splitlines()[-1] == "99999"
+    # And the other way: a compressed request body.
+    from deploy.clickhouse.native_compression import compress_blocks
+
+    body = compress_blocks(b"SELECT 6 * 7")
+    assert post_bytes(clickhouse, body, params={"decompress": "1"}).text == "42\n"
+    broken = bytearray(body)
+    broken[-1] ^= 0xFF
+    refused = post_bytes(clickhouse, bytes(broken), params={"decompress": "1"})
+    assert refused.status_code == 400 and refused.headers["X-ClickHouse-Exception-Code"] == "40"
