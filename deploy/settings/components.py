@@ -198,7 +198,8 @@ class InferenceSettings(_Section):
     gateway_port: Port = 8090
     api_keys: list[SecretStr] = Field(
         default_factory=lambda: [SecretStr("flywheel-dev-key")],
-        description="Gateway keys (Authorization: Bearer KEY); empty disables auth.",
+        description="Gateway keys (Authorization: Bearer KEY or X-API-Key: KEY; either one "
+        "valid is enough); empty disables auth.",
     )
     tenant: str = Field(default="gateway", min_length=1, description="Tenant on chat events.")
     gateway_producer_name: str = "flywheel-gateway"
@@ -216,6 +217,10 @@ class InferenceSettings(_Section):
         "request cannot hold Triton for seconds.",
     )
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After on a 503.")
+    ack_timeout_s: float = Field(
+        default=10.0, gt=0,
+        description="Answer /v1/feedback with 503 if Kafka has not acknowledged by then.",
+    )
     max_batch_size: int = Field(default=8, ge=1, description="Triton dynamic batching.")
     max_queue_delay_us: int = Field(default=2000, ge=0)
     instance_count: int = Field(default=1, ge=1, description="Model instances per version.")
