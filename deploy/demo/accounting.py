@@ -1,10 +1,16 @@
 """Every event the demo replayed, found in exactly one place in the warehouse.
 
 The demo notes the end offsets of the chat and feedback topics before its traffic starts
-and after it stops. Each record in between must be a row of `chat_turns` or `feedback`
-(curated), of `quarantine`, or of `stream_errors`, found by its source topic, partition
-and offset, and in one of them only. Bodies the ingest API rejected never reach those
-topics: they are counted in `quarantine` by the time they were quarantined.
+and after it stops. Each event in between must be a row of `chat_turns` or `feedback`
+(curated), of `quarantine`, or of `stream_errors`, and in one of them only.
+
+Events are counted by `event_id`, distinct: a client that retried after the ingest's 503
+(the first send landed late) put one event at two offsets, and the warehouse keeps one
+row of it under FINAL, which is right. An event is keyed by its id, or by its topic,
+partition and offset when it has none (a record too broken to parse); the stream ledger
+gives each processed offset's id, and an offset not processed yet counts as one event
+still missing. Bodies the ingest API rejected never reach those topics: they are counted
+in `quarantine` by the time they were quarantined.
 """
 
 from __future__ import annotations
@@ -29,6 +35,11 @@ class Accounting:
     """Where the replayed records went."""
 
     records: int
+    """Records (offsets) in the ranges."""
+    events: int
+    """Distinct events among them (a retried event at two offsets counts once)."""
+    retried: int
+    """Records that repeat the event id of another record in the ranges."""
     curated: int
     quarantined: int
     errors: int
@@ -37,7 +48,7 @@ class Accounting:
 
     @property
     def missing(self) -> int:
-        return self.records - (self.curated + self.quarantined + self.errors)
+        return self.events - (self.curated + self.quarantined + self.errors)
 
     @property
     def balanced(self) -> bool:
@@ -73,43 +84,36 @@ def _ranges_condition(start: Offsets, end: Offsets) -> str:
     return " OR ".join(parts) or "0"
 
 
+#: One key per event: its id, or its position when it has none.
+_EVENT_KEY = ("ifNull(toString(event_id), concat(source_topic, ':', toString(source_partition), "
+              "':', toString(source_offset)))")
+
+
 def account(client: Any, *, start: Offsets, end: Offsets, since: datetime) -> Accounting:
-    """Count where each record of the offset ranges landed (FINAL: replays count once)."""
+    """Count where each event of the offset ranges landed, by distinct event (FINAL)."""
     where = _ranges_condition(start, end)
     records = sum(high - start.get(key, 0) for key, high in end.items())
-    query = f"""
-        SELECT place, count() FROM (
-            SELECT source_topic, source_partition, source_offset, 'curated' AS place
-            FROM chat_turns FINAL WHERE {where}
-            UNION ALL
-            SELECT source_topic, source_partition, source_offset, 'curated'
-            FROM feedback FINAL WHERE {where}
-            UNION ALL
-            SELECT source_topic, source_partition, source_offset, 'quarantined'
-            FROM quarantine FINAL WHERE {where}
-            UNION ALL
-            SELECT source_topic, source_partition, source_offset, 'errors'
-            FROM stream_errors FINAL WHERE {where}
-        ) GROUP BY place"""
-    places = dict(client.query(query).result_rows)
+    placed = f"""
+        SELECT {_EVENT_KEY} AS key, 'curated' AS place FROM chat_turns FINAL WHERE {where}
+        UNION ALL SELECT {_EVENT_KEY}, 'curated' FROM feedback FINAL WHERE {where}
+        UNION ALL SELECT {_EVENT_KEY}, 'quarantined' FROM quarantine FINAL WHERE {where}
+        UNION ALL SELECT {_EVENT_KEY}, 'errors' FROM stream_errors FINAL WHERE {where}"""
+    places = dict(client.query(
+        f"SELECT place, uniqExact(key) FROM ({placed}) GROUP BY place").result_rows)
     twice = client.query(f"""
         SELECT count() FROM (
-            SELECT source_topic, source_partition, source_offset, count() AS n FROM (
-                SELECT source_topic, source_partition, source_offset FROM chat_turns FINAL
-                WHERE {where}
-                UNION ALL SELECT source_topic, source_partition, source_offset
-                FROM feedback FINAL WHERE {where}
-                UNION ALL SELECT source_topic, source_partition, source_offset
-                FROM quarantine FINAL WHERE {where}
-                UNION ALL SELECT source_topic, source_partition, source_offset
-                FROM stream_errors FINAL WHERE {where}
-            ) GROUP BY source_topic, source_partition, source_offset HAVING n > 1
+            SELECT key FROM ({placed}) GROUP BY key HAVING uniqExact(place) > 1
         )""").result_rows[0][0]
+    processed, distinct = client.query(
+        f"SELECT count(), uniqExact({_EVENT_KEY}) FROM stream_ledger FINAL WHERE {where}",
+    ).result_rows[0]
     rejected = client.query(
         "SELECT count() FROM quarantine FINAL WHERE source_topic NOT IN {topics:Array(String)} "
         "AND quarantined_at >= {since:DateTime64(3, 'UTC')}",
         parameters={"topics": list(TOPICS), "since": since}).result_rows[0][0]
-    return Accounting(records=records, curated=int(places.get("curated", 0)),
+    return Accounting(records=records, events=int(distinct) + records - int(processed),
+                      retried=int(processed) - int(distinct),
+                      curated=int(places.get("curated", 0)),
                       quarantined=int(places.get("quarantined", 0)),
                       errors=int(places.get("errors", 0)), in_two_places=int(twice),
                       rejected_bodies_quarantined=int(rejected))
