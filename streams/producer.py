@@ -305,7 +305,8 @@ class EventProducer(Generic[EventT]):
             return
         # Failures are rare: recover the event id from the payload only then.
         payload = json.loads(message.value() or b"{}").get("payload", {})
-        event_id = UUID(payload["event_id"]) if "event_id" in payload else None
+        # A QuarantinedRecord carries `"event_id": null` when the original had none.
+        event_id = UUID(payload["event_id"]) if payload.get("event_id") else None
         logger.warning("delivery of %s to %s failed: %s", event_id, self._topic, error)
         with self._failures_lock:
             self._failures.append(self._report(event_id, error, message))
