@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from streams.names import redact_names
+from streams.pii_numbers import cards, ibans, phones, ssns
+from streams.pii_view import View, view_of
 
 # Secrets first: a token can contain digit runs that look like phones or cards.
 _SECRET = re.compile(
@@ -54,36 +57,23 @@ _SECRET_MARKERS = ("sk-", "sk_", "pk-", "pk_", "rk-", "rk_", "AKIA", "ghp_", "gh
                    "ghs_", "ghr_", "github_pat_", "xox", "AIza", "glpat-", "eyJ")
 _LONG_RUN = re.compile(r"[A-Za-z0-9]{32}").search
 _DIGIT_SEARCH = re.compile(r"\d").search
-_DIGIT_FINDALL = re.compile(r"\d").findall
 _WORD_CHAR = re.compile(r"\w").match
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
-_SSN = re.compile(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b")
-# 13-19 digits, optionally grouped by spaces or dashes; kept only if the Luhn check passes.
-_CARD = re.compile(r"(?<![\d.,])\d(?:[ -]?\d){12,18}(?![\d.,]|-\d)")
+# Unicode letters on both sides (`alice@exämple.com`, `Jürgen@mail.de`), a TLD of letters or
+# punycode. Run on the folded view, where a soft hyphen or LRM before the `@` is gone.
+_EMAIL = re.compile(
+    r"(?<![\w.%+'-])[\w.%+'-]*\w@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+"
+    r"(?:[^\W\d_]{2,63}|xn--[a-z0-9-]{1,59})(?![\w-])"
+)
+_AT_SIGNS = ("@", "\uff20", "\ufe6b")
 _IPV4 = re.compile(
     r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-    r"(?![\d.]\d)"
+    r"(?![\d.]\d)", re.ASCII,
 )
 _IPV6 = re.compile(
     r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}(?![\w:])"
     r"|(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4}:){0,5}[0-9A-Fa-f]{1,4}(?![\w:])"
 )
-# Phones: an international prefix, or a bracketed area code, or 3 separated digit groups;
-# 9 to 15 digits in all (years, prices and dates never have that shape).
-_PHONE = re.compile(
-    r"""
-    (?<![\w+.])
-    (?:
-        \+\d{1,3}[\s.-]?(?:\(\d{1,4}\)[\s.-]?)?\d{1,4}(?:[\s.-]?\d{2,4}){1,4}
-      | \(\d{2,4}\)[\s.-]?\d{3,4}[\s.-]?\d{3,4}
-      | \b0\d{2,4}[\s.-]\d{3,4}[\s.-]?\d{3,4}
-      | \b\d{3}[\s.-]\d{3}[\s.-]\d{4}
-      | \b0\d{9,10}\b
-    )
-    (?![\w.]\d|\d)
-    """,
-    re.VERBOSE,
-)
+_ASCII_DIGITS = b"0123456789"
 
 
 def luhn_ok(digits: str) -> bool:
@@ -117,28 +107,6 @@ def _sub(pattern: re.Pattern[str], label: str, text: str, counts: Counter[str]) 
         return f"[{label.upper()}]"
 
     return pattern.sub(replace, text)
-
-
-def _cards(text: str, counts: Counter[str]) -> str:
-    def replace(match: re.Match[str]) -> str:
-        digits = re.sub(r"\D", "", match.group())
-        if 13 <= len(digits) <= 19 and luhn_ok(digits):
-            counts["card"] += 1
-            return "[CARD]"
-        return match.group()
-
-    return _CARD.sub(replace, text)
-
-
-def _phones(text: str, counts: Counter[str]) -> str:
-    def replace(match: re.Match[str]) -> str:
-        digits = sum(c.isdigit() for c in match.group())
-        if 9 <= digits <= 15:
-            counts["phone"] += 1
-            return "[PHONE]"
-        return match.group()
-
-    return _PHONE.sub(replace, text)
 
 
 def _secrets(text: str, counts: Counter[str], *, lowered: str | None = None,
@@ -207,17 +175,73 @@ def _has_marker(text: str) -> bool:
 
 
 def _may_hold_numbers_or_emails(text: str, has_digit: bool) -> bool:
-    if "@" in text or "eyJ" in text or has_digit:
+    if has_digit or "@" in text or "eyJ" in text:
         return True
+    if text.isascii():
+        return False
     # str.isdigit also takes superscripts and circled digits, which \d does not.
-    return not text.isascii() and any(c.isdigit() for c in text)
+    return any(at in text for at in _AT_SIGNS[1:]) or any(c.isdigit() for c in text)
+
+
+def _ascii_digit_count(text: str) -> int:
+    data = text.encode("utf-8")
+    return len(data) - len(data.translate(None, _ASCII_DIGITS))
+
+
+def _find(text: str) -> list[tuple[int, int, str]]:
+    """Spans of emails, IBANs, cards, SSNs, IPs and phones in a folded text, in order.
+
+    Each detector masks what it found (same length, so positions hold) before the next
+    one runs: an IBAN's digits are not also a phone, nor a card's a second card.
+    """
+    spans: list[tuple[int, int, str]] = []
+
+    def take(found: Iterable[tuple[int, int, str]]) -> None:
+        nonlocal text
+        for start, end, label in list(found):
+            spans.append((start, end, label))
+            text = text[:start] + "\x00" * (end - start) + text[end:]
+
+    if "@" in text:
+        take((m.start(), m.end(), "email") for m in _EMAIL.finditer(text))
+    digits = _ascii_digit_count(text)
+    if digits >= 8:
+        take(ibans(text))
+    if digits >= 13:
+        take(cards(text))
+    if digits >= 9:
+        take(ssns(text))
+    if digits >= 4 and "." in text:
+        take((m.start(), m.end(), "ip") for m in _IPV4.finditer(text))
+    if ":" in text:
+        take((m.start(), m.end(), "ip") for m in _IPV6.finditer(text))
+    if digits >= 7:
+        take(phones(text))
+    spans.sort()
+    return spans
+
+
+def _replace(text: str, view: View, spans: list[tuple[int, int, str]],
+             counts: Counter[str]) -> str:
+    pieces: list[str] = []
+    done = 0
+    for start, end, label in spans:
+        source_start, source_end = view.source_span(start, end)
+        if source_start < done:
+            continue
+        pieces += [text[done:source_start], f"[{label.upper()}]"]
+        counts[label] += 1
+        done = source_end
+    return "".join(pieces) + text[done:] if pieces else text
 
 
 def redact(text: str) -> Redaction:
     """Replace every private datum in `text` by a typed placeholder, counting each kind.
 
-    Each pattern runs only when the text has what it needs to match (an `@` for emails,
+    Each detector runs only when the text has what it needs to match (an `@` for emails,
     13 digits for a card...); placeholders add none of those, so skipping is exact.
+    Emails and numbers are found on the folded view of the text (`streams.pii_view`:
+    digits of any script, no invisible characters) and replaced in the text as written.
     """
     counts: Counter[str] = Counter()
     has_digit = _has_digit(text)
@@ -230,17 +254,8 @@ def redact(text: str) -> Redaction:
     if not full:
         # Most chat turns: no digit and no @ leaves only word-like secrets.
         return Redaction(text, counts)
-    if "@" in text:
-        text = _sub(_EMAIL, "email", text, counts)
-    digits = len(_DIGIT_FINDALL(text))
-    if digits >= 9 and "-" in text:
-        text = _sub(_SSN, "ssn", text, counts)
-    if digits >= 13:
-        text = _cards(text, counts)
-    if digits >= 4 and "." in text:
-        text = _sub(_IPV4, "ip", text, counts)
-    if ":" in text:
-        text = _sub(_IPV6, "ip", text, counts)
-    if digits >= 9:
-        text = _phones(text, counts)
+    view = view_of(text)
+    spans = _find(view.text)
+    if spans:
+        text = _replace(text, view, spans, counts)
     return Redaction(text, counts)
