@@ -10,12 +10,14 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from inference.gateway.text import first_refused_character
-from schemas.base import ID_PATTERN, MAX_METADATA_BYTES
+from schemas.base import ID_PATTERN, MAX_METADATA_BYTES, Identifier
 from schemas.feedback import FeedbackKind, FlagReason
 
 #: OpenAI caps tag keys at 64 characters; the characters are those of a ChatEvent key.
 _METADATA_KEY_MAX_CHARS = 64
 _METADATA_KEY = re.compile(ID_PATTERN)
+#: A stop string longer than this is no stop sequence, only work for every generated token.
+_STOP_MAX_CHARS = 256
 #: The chat event's metadata cap, less room for what the gateway adds (`triton_version`).
 _METADATA_MAX_BYTES = MAX_METADATA_BYTES - 512
 
@@ -42,9 +44,11 @@ class ChatRequest(BaseModel):
     n: int = Field(default=1, ge=1, le=1)
     stream: bool = False
     user: str | None = Field(default=None, max_length=256)
-    conversation_id: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9._:-]{1,128}$",
-        description="Flywheel extension: the conversation the turn belongs to (else new).",
+    conversation_id: Identifier | None = Field(
+        default=None,
+        description="Flywheel extension: the conversation the turn belongs to (else new); "
+        "an identifier as on ChatEvent (1-128 letters, digits or ._:@/+-, starting with a "
+        "letter or digit).",
     )
     metadata: dict[str, str] = Field(
         default_factory=dict, max_length=16,
@@ -56,7 +60,7 @@ class ChatRequest(BaseModel):
     @classmethod
     def _metadata_fits_the_chat_event(cls, value: dict[str, str]) -> dict[str, str]:
         for key, item in value.items():
-            if len(key) > _METADATA_KEY_MAX_CHARS or not _METADATA_KEY.match(key):
+            if len(key) > _METADATA_KEY_MAX_CHARS or not _METADATA_KEY.fullmatch(key):
                 raise ValueError(f"metadata key {key!r} must be 1-64 letters, digits or "
                                  "._:@/+-, starting with a letter or digit")
             if len(item) > 512:
@@ -86,8 +90,13 @@ class ChatRequest(BaseModel):
     @classmethod
     def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
         stops = [value] if isinstance(value, str) else (value or [])
-        if len(stops) > 4 or any(not s for s in stops):
-            raise ValueError("stop takes at most 4 non-empty strings")
+        if len(stops) > 4 or any(not s or len(s) > _STOP_MAX_CHARS for s in stops):
+            raise ValueError(f"stop takes at most 4 non-empty strings of at most "
+                             f"{_STOP_MAX_CHARS} characters")
+        for stop in stops:
+            refused = first_refused_character(stop)
+            if refused:
+                raise ValueError(f"a stop string has a {refused}")
         return value
 
     def stop_list(self) -> tuple[str, ...]:
@@ -99,7 +108,7 @@ class FeedbackRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    conversation_id: str = Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")
+    conversation_id: Identifier
     turn_event_id: UUID = Field(description="`flywheel.turn_event_id` of the answer.")
     kind: FeedbackKind
     rating: int | None = Field(default=None, ge=1, le=5)

@@ -7,6 +7,16 @@ with a `flywheel` extension (`version`, `adapter_id`, `conversation_id`,
 `turn_event_id` to rate the answer). The user turn and the answer are sent as ChatEvents
 tagged with the adapter id that answered. `POST /v1/feedback` sends a FeedbackEvent.
 Bad requests get 400 with an OpenAI-style error body; Triton down gets 503 + Retry-After.
+
+Auth, the body cap (`inference.max_body_bytes`, 413 before parsing) and JSON decoding are
+the ingress rules the ingest API uses too (`streams.ingress`): either a Bearer token or an
+X-API-Key that names a key is enough; a body that is empty or not JSON Flywheel can store
+(not UTF-8, a lone surrogate, nesting over 200 levels, an integer over 4,300 digits) gets
+400. A rendered prompt over `inference.max_prompt_chars` gets 400 before Triton sees it.
+Every error, a 404 or 405 included, has OpenAI's shape `{"error": {"message", "type",
+"param", "code"}}`. A refused `/v1/feedback` body is an event refused: it goes to the
+quarantine topic with its reason, as the ingest's do, and the answer's `quarantine_id`
+names its row in the `quarantine` table.
 """
 
 from __future__ import annotations
@@ -14,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hmac
 import json
 import logging
 import random
@@ -30,6 +39,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_asgi_app
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
 
 from deploy.settings import FlywheelSettings
 from inference.canary import ERRORS_METRIC, FEEDBACK_METRIC, LATENCY_METRIC
@@ -44,7 +54,11 @@ from inference.routing import RoutingWatcher
 from inference.serving_status import check_serving
 from schemas import ChatEvent, FeedbackEvent
 from schemas.chat import Role
+from schemas.platform import ReasonCode
+from streams.errors import IngressRefusedError, StreamsError
+from streams.ingress import ApiKeys, decode_json, read_body
 from streams.producer import ChatEventProducer, DeliveryReport, FeedbackProducer
+from streams.quarantine import QuarantineProducer
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +66,17 @@ LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1
 
 
 def _error(status: int, message: str, *, kind: str = "invalid_request_error",
-           headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}},
-                        status_code=status, headers=headers)
+           param: str | None = None, headers: dict[str, str] | None = None,
+           extra: dict[str, Any] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
+    return JSONResponse({**body, **(extra or {})}, status_code=status, headers=headers)
+
+
+def _refusal(refused: IngressRefusedError, *, extra: dict[str, Any] | None = None,
+             ) -> JSONResponse:
+    [first, *_] = refused.problems
+    kind = "invalid_request_error" if refused.status != 413 else "request_too_large"
+    return _error(refused.status, str(refused), kind=kind, param=first.field, extra=extra)
 
 
 def create_app(
@@ -64,7 +86,7 @@ def create_app(
     """The gateway application; clients are created on first use and closed on shutdown."""
     options = settings.inference
     model_name = model or settings.model.name
-    keys = [k.get_secret_value().encode() for k in options.api_keys]
+    keys = ApiKeys(options.api_keys)
     routing = RoutingWatcher(repo or settings.triton_model_repository(), model_name,
                              poll_interval_s=options.routing_poll_interval_s)
     triton = AsyncTritonChat(settings.triton.grpc_address, model=model_name,
@@ -76,13 +98,14 @@ def create_app(
                               topic=chat_topic)
     feedback = FeedbackProducer(settings.kafka, producer_name=options.gateway_producer_name,
                                 topic=feedback_topic)
+    quarantine = QuarantineProducer(settings.kafka, producer_name=options.gateway_producer_name)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         await triton.close()
         await canary.close()
-        for producer in (chats, feedback):
+        for producer in (chats, feedback, quarantine):
             try:
                 await asyncio.to_thread(producer.close, 10)
             except InferenceError as e:  # pragma: no cover - delivery errors subclass this
@@ -116,13 +139,27 @@ def create_app(
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(400, _explain(exc.errors()))
 
-    def authorized(request: Request) -> bool:
-        if not keys:
-            return True
-        auth = request.headers.get("authorization", "")
-        given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        given = given or request.headers.get("x-api-key", "")
-        return any(hmac.compare_digest(given.encode(), key) for key in keys)
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        # Starlette's own answers (404, 405) in OpenAI's shape too.
+        return _error(exc.status_code, str(exc.detail), headers=exc.headers)
+
+    async def read_json(request: Request) -> tuple[bytes, Any]:
+        body = await read_body(request, max_body_bytes=options.max_body_bytes,
+                               setting="inference.max_body_bytes")
+        return body, decode_json(body)
+
+    async def quarantined(request: Request, body: bytes, reason: ReasonCode,
+                          detail: str) -> dict[str, Any]:
+        """Send a refused event body to the quarantine topic; `quarantine_id` to answer."""
+        try:
+            record = await asyncio.to_thread(
+                quarantine.send_rejected, body, source=f"gateway:{request.url.path}",
+                reasons=[reason], detail=detail)
+        except Exception:  # quarantining must never turn a 4xx into a 500
+            logger.exception("gateway: could not quarantine a refused feedback body")
+            return {}
+        return {"quarantine_id": str(record.record_id)}
 
     def on_delivery(report: DeliveryReport) -> None:
         if report.error is not None:
@@ -152,18 +189,34 @@ def create_app(
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Any:
         started = time.perf_counter()
-        if not authorized(request):
+        if not keys.authorized(request):
             requests_total.labels("chat", "401").inc()
-            return _error(401, "missing or wrong API key; send Authorization: Bearer KEY",
-                          kind="authentication_error")
+            return _error(401, _UNAUTHORIZED, kind="authentication_error")
         try:
-            body = ChatRequest.model_validate(await request.json())
+            _raw, document = await read_json(request)
+            body = ChatRequest.model_validate(document)
+        except IngressRefusedError as refused:
+            requests_total.labels("chat", str(refused.status)).inc()
+            return _refusal(refused)
         except ValidationError as e:
             requests_total.labels("chat", "400").inc()
             return _error(400, _explain(e.errors()))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        conversation_id = body.conversation_id or uuid.uuid4().hex
+        turn = len(body.messages) - 1
+        try:  # before Triton: a turn the warehouse would refuse is not worth an answer
+            user_event = ChatEvent(
+                conversation_id=conversation_id, turn_index=turn, role=Role.USER,
+                text=body.messages[-1].content, tenant=options.tenant,
+                metadata=dict(body.metadata))
+        except ValidationError as e:
             requests_total.labels("chat", "400").inc()
-            return _error(400, "the body is not valid JSON")
+            return _error(400, _explain(e.errors()))
+        prompt = render_prompt(body.messages)
+        if len(prompt) > options.max_prompt_chars:
+            requests_total.labels("chat", "400").inc()
+            return _error(400, f"the messages make a prompt of {len(prompt):,} characters; "
+                          f"at most {options.max_prompt_chars:,} (inference.max_prompt_chars): "
+                          "send fewer or shorter messages", param="messages")
         generation = GenerationOptions(
             max_new_tokens=body.max_completion_tokens or body.max_tokens or options.max_new_tokens,
             temperature=options.temperature if body.temperature is None else body.temperature,
@@ -171,7 +224,7 @@ def create_app(
             stop=body.stop_list(),
         )
         try:
-            answer = await generate(render_prompt(body.messages), generation)
+            answer = await generate(prompt, generation)
             # The user sees what the warehouse records: control characters replaced.
             answer = dataclasses.replace(answer, text=clean_answer(answer.text))
         except BadRequestError as e:
@@ -185,11 +238,6 @@ def create_app(
         except InferenceError as e:
             requests_total.labels("chat", "500").inc()
             return _error(500, str(e), kind="server_error")
-        conversation_id = body.conversation_id or uuid.uuid4().hex
-        turn = len(body.messages) - 1
-        user_event = ChatEvent(conversation_id=conversation_id, turn_index=turn, role=Role.USER,
-                               text=body.messages[-1].content, tenant=options.tenant,
-                               metadata=dict(body.metadata))
         answer_event = ChatEvent(
             conversation_id=conversation_id, turn_index=turn + 1, role=Role.ASSISTANT,
             text=answer.text, model=model_name, model_version=answer.adapter_id,
@@ -215,20 +263,34 @@ def create_app(
 
     @app.post("/v1/feedback", response_model=None)
     async def post_feedback(request: Request) -> Any:
-        if not authorized(request):
+        if not keys.authorized(request):
             requests_total.labels("feedback", "401").inc()
-            return _error(401, "missing or wrong API key; send Authorization: Bearer KEY",
-                          kind="authentication_error")
+            return _error(401, _UNAUTHORIZED, kind="authentication_error")
+        raw = b""
         try:
-            body = FeedbackRequest.model_validate(await request.json())
+            raw, document = await read_json(request)
+            body = FeedbackRequest.model_validate(document)
             event = FeedbackEvent(tenant=options.tenant, **body.model_dump())
+        except IngressRefusedError as refused:
+            requests_total.labels("feedback", str(refused.status)).inc()
+            kept = await quarantined(request, raw or refused.partial,
+                                     refused.reason or ReasonCode.SCHEMA_VIOLATION, str(refused))
+            return _refusal(refused, extra=kept)
         except ValidationError as e:
             requests_total.labels("feedback", "400").inc()
-            return _error(400, _explain(e.errors()))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            requests_total.labels("feedback", "400").inc()
-            return _error(400, "the body is not valid JSON")
-        await feedback.send_async(event)
+            message = _explain(e.errors())
+            kept = await quarantined(request, raw, ReasonCode.SCHEMA_VIOLATION, message)
+            return _error(400, message, extra=kept)
+        try:
+            await asyncio.wait_for(feedback.send_async(event), timeout=options.ack_timeout_s)
+        except (TimeoutError, StreamsError) as e:
+            logger.warning("gateway: Kafka did not acknowledge feedback %s: %s",
+                           event.event_id, e)
+            requests_total.labels("feedback", "503").inc()
+            return _error(
+                503, f"Kafka did not acknowledge in {options.ack_timeout_s:g} s; the feedback "
+                "may still land. Retry after Retry-After seconds (a retry is a new event)",
+                kind="service_unavailable", headers={"Retry-After": str(options.retry_after_s)})
         answered_by = answers.version_of(event.turn_event_id)
         if answered_by is not None:
             feedback_total.labels(model_name, answered_by,
@@ -294,6 +356,10 @@ async def _stream(result: dict[str, Any]) -> AsyncIterator[bytes]:
     for chunk in chunks:
         yield f"data: {json.dumps(chunk)}\n\n".encode()
     yield b"data: [DONE]\n\n"
+
+
+_UNAUTHORIZED = ("missing or wrong API key; send 'Authorization: Bearer KEY' or "
+                 "'X-API-Key: KEY' (inference.api_keys)")
 
 
 def _explain(errors: Any) -> str:
