@@ -29,6 +29,7 @@ from schemas.envelope import decode
 from schemas.errors import FieldProblem, SchemaValidationError, UnknownSchemaError
 from schemas.platform import QuarantinedRecord
 from streams.pii import redact
+from streams.pii_fields import redact_identifier
 from streams.rows import Record, quarantine_row
 
 if TYPE_CHECKING:
@@ -43,8 +44,11 @@ GROUP_SUFFIX = ".ingest-quarantine"
 _IDENTIFIER = re.compile(ID_PATTERN)
 
 
-def ingest_rejection_row(record: Record) -> tuple[Any, ...] | None:
+def ingest_rejection_row(record: Record, *, pseudonym_key: bytes) -> tuple[Any, ...] | None:
     """The quarantine row of an ingest rejection; None for a worker's own rejection.
+
+    Its texts are redacted and its tenant pseudonymised (`streams.pii_fields`) with
+    `pseudonym_key`, the same key the pipeline uses.
 
     Raises:
         SchemaValidationError, UnknownSchemaError: the message is not a QuarantinedRecord.
@@ -68,11 +72,15 @@ def ingest_rejection_row(record: Record) -> tuple[Any, ...] | None:
         size = (f" (original of {quarantined.original_size_bytes:,} bytes cut to "
                 f"{len(quarantined.original):,}, sha256 {quarantined.original_sha256})")
     detail = redact(f"rejected at {quarantined.topic}{size}: {quarantined.detail}").text
-    text = quarantined.original[:EXCERPT_CHARS * 2].decode("utf-8", "replace")[:EXCERPT_CHARS]
+    if tenant is not None:
+        tenant = redact_identifier(tenant, key=pseudonym_key)
+    # Redacted past the excerpt's end, then cut: a datum the cut would halve is found whole.
+    chars = EXCERPT_CHARS + 200
+    text = quarantined.original[:chars * 2].decode("utf-8", "replace")[:chars]
     row = quarantine_row(
         record, reasons=list(quarantined.reasons), scores=dict(quarantined.scores),
-        detail=detail, redacted_excerpt=redact(text).text, event_id=event_id, tenant=tenant,
-        at=quarantined.quarantined_at)
+        detail=detail, redacted_excerpt=redact(text).text[:EXCERPT_CHARS], event_id=event_id,
+        tenant=tenant, at=quarantined.quarantined_at)
     # The decision's own id (first column), not the one derived from the topic position.
     return (quarantined.record_id, *row[1:])
 
@@ -107,6 +115,7 @@ class IngestQuarantineReader:
         self._metrics = metrics
         self._consumer: Consumer | None = None
         self._offsets: dict[int, int] = {}
+        self._pseudonym_key = settings.streams.pseudonym_key.get_secret_value().encode()
 
     @property
     def has_uncommitted(self) -> bool:
@@ -136,7 +145,7 @@ class IngestQuarantineReader:
             record = Record.of(message)
             self._offsets[record.partition] = record.offset + 1
             try:
-                row = ingest_rejection_row(record)
+                row = ingest_rejection_row(record, pseudonym_key=self._pseudonym_key)
             except (SchemaValidationError, UnknownSchemaError) as e:
                 # Not ours to land: whoever wrote it bypassed QuarantineProducer.
                 logger.warning("%s[%d]@%d is not a QuarantinedRecord (%s); left on the topic",

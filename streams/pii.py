@@ -1,11 +1,14 @@
-"""Redaction of private data: emails, phone numbers, card numbers, IP addresses, secrets, names.
+"""Redaction of private data: emails, phone numbers, cards, IBANs, SSNs, IPs, secrets, names.
 
-Each finding is replaced by a typed placeholder (`[EMAIL]`, `[PHONE]`, `[CARD]`, `[IP]`,
-`[SECRET]`, `[SSN]`, `[NAME]`) and counted, so analysts see how much was redacted without ever
-seeing the value. Patterns are tuned against the labeled fixtures in
+Each finding is replaced by a typed placeholder (`[EMAIL]`, `[PHONE]`, `[CARD]`, `[IBAN]`,
+`[IP]`, `[SECRET]`, `[SSN]`, `[NAME]`) and counted, so analysts see how much was redacted
+without ever seeing the value. Patterns are tuned against the labeled fixtures in
 `tests/streams/fixtures/` (recall on private data, and no redaction of years, prices,
-order numbers or versions in ordinary text). Names are redacted only where the text
-introduces one ("my name is", sign-offs...): see `streams.names`.
+order numbers or versions in ordinary text; `pii_adversarial*.jsonl` hold the disguised
+forms). Numbers are decided by checksums and numbering plans (`streams.pii_numbers`), on
+a folded view of the text (`streams.pii_view`); identifiers and metadata are handled by
+`streams.pii_fields`. Names are redacted only where the text introduces one ("my name
+is", sign-offs...): see `streams.names`.
 """
 
 from __future__ import annotations
@@ -188,11 +191,13 @@ def _ascii_digit_count(text: str) -> int:
     return len(data) - len(data.translate(None, _ASCII_DIGITS))
 
 
-def _find(text: str) -> list[tuple[int, int, str]]:
+def _find(text: str, *, prefilter: bool = True) -> list[tuple[int, int, str]]:
     """Spans of emails, IBANs, cards, SSNs, IPs and phones in a folded text, in order.
 
     Each detector masks what it found (same length, so positions hold) before the next
-    one runs: an IBAN's digits are not also a phone, nor a card's a second card.
+    one runs: an IBAN's digits are not also a phone, nor a card's a second card. With
+    `prefilter`, a detector is skipped where its pattern cannot match (too few digits,
+    no `@`): the result is the same, which `tests/streams/test_fast_paths.py` checks.
     """
     spans: list[tuple[int, int, str]] = []
 
@@ -202,18 +207,18 @@ def _find(text: str) -> list[tuple[int, int, str]]:
             spans.append((start, end, label))
             text = text[:start] + "\x00" * (end - start) + text[end:]
 
-    if "@" in text:
+    if "@" in text or not prefilter:
         take((m.start(), m.end(), "email") for m in _EMAIL.finditer(text))
-    digits = _ascii_digit_count(text)
+    digits = _ascii_digit_count(text) if prefilter else 99
     if digits >= 8:
         take(ibans(text))
     if digits >= 13:
         take(cards(text))
     if digits >= 9:
         take(ssns(text))
-    if digits >= 4 and "." in text:
+    if digits >= 4 and ("." in text or not prefilter):
         take((m.start(), m.end(), "ip") for m in _IPV4.finditer(text))
-    if ":" in text:
+    if ":" in text or not prefilter:
         take((m.start(), m.end(), "ip") for m in _IPV6.finditer(text))
     if digits >= 7:
         take(phones(text))
@@ -235,6 +240,18 @@ def _replace(text: str, view: View, spans: list[tuple[int, int, str]],
     return "".join(pieces) + text[done:] if pieces else text
 
 
+def may_hold_private(text: str) -> bool:
+    """False when `text` cannot hold an email or a private number (no digit, no `@`)."""
+    return _may_hold_numbers_or_emails(text, _has_digit(text))
+
+
+def find_private(text: str) -> tuple[View, list[tuple[int, int, str]]]:
+    """The folded view of `text` and the (start, end, kind) of each email or private number
+    in it, as positions in the view (`View.source_span` gives them in `text`)."""
+    view = view_of(text)
+    return view, _find(view.text)
+
+
 def redact(text: str) -> Redaction:
     """Replace every private datum in `text` by a typed placeholder, counting each kind.
 
@@ -254,8 +271,7 @@ def redact(text: str) -> Redaction:
     if not full:
         # Most chat turns: no digit and no @ leaves only word-like secrets.
         return Redaction(text, counts)
-    view = view_of(text)
-    spans = _find(view.text)
+    view, spans = find_private(text)
     if spans:
         text = _replace(text, view, spans, counts)
     return Redaction(text, counts)

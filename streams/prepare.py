@@ -29,6 +29,7 @@ from streams.clean import Cleaned, Rejection, clean_text, detect_languages
 from streams.decoding import decode_chat, decode_feedback
 from streams.dedup import Fingerprinter, word_hash
 from streams.pii import redact
+from streams.pii_fields import redact_chat_event, redact_feedback_event, redact_identifier
 from streams.rows import Record
 from streams.safety import SafetyFilter, SafetyVerdict, toxicity_scores
 from streams.tokens import WordIds, run_bounds, select_runs
@@ -119,6 +120,7 @@ class Preparer:
         self._fingerprinter = Fingerprinter(min_chars=options.near_dup_min_chars,
                                             permutations=options.minhash_permutations)
         self._word_ids = WordIds()
+        self._pseudonym_key = options.pseudonym_key.get_secret_value().encode()
 
     def warm_up(self) -> None:
         """Load the language and toxicity models (seconds) before the first batch."""
@@ -166,19 +168,25 @@ class Preparer:
         except SchemaValidationError as e:
             code = (ReasonCode.NOT_JSON if any(p.code == "not_json" for p in e.problems)
                     else ReasonCode.SCHEMA_VIOLATION)
-            raise _Refused(_unparsed(record, code, str(e))) from e
+            raise _Refused(_unparsed(record, code, str(e), key=self._pseudonym_key)) from e
         except UnknownSchemaError as e:
-            raise _Refused(_unparsed(record, ReasonCode.UNKNOWN_SCHEMA, str(e))) from e
+            raise _Refused(_unparsed(record, ReasonCode.UNKNOWN_SCHEMA, str(e),
+                                     key=self._pseudonym_key)) from e
+        # Identifiers and metadata hold private data too: they are redacted before any
+        # stage or table sees the event (see streams.pii_fields).
         if isinstance(event, FeedbackEvent):
+            event = redact_feedback_event(event, key=self._pseudonym_key)
             correction = self._clean_optional(record, event.correction, event)
             comment = self._clean_optional(record, event.comment, event)
             return PreparedFeedback(record, event, correction, comment)
+        event, counts = redact_chat_event(event, key=self._pseudonym_key)
         cleaned = clean_text(event.text, min_chars=options.min_chars, max_chars=options.max_chars)
         if isinstance(cleaned, Rejection):
             raise _Refused(Rejected(record, "clean", cleaned, event.event_id, event.tenant,
-                                    redact(event.text[:EXCERPT_CHARS]).text))
+                                    _redacted_excerpt(event.text)))
         redaction = redact(cleaned.text)
-        return _Cleaned(record, event, redaction.text, dict(redaction.counts))
+        counts.update(redaction.counts)
+        return _Cleaned(record, event, redaction.text, dict(counts))
 
     def _clean_optional(self, record: Record, text: str | None, event: FeedbackEvent
                         ) -> str | None:
@@ -187,7 +195,7 @@ class Preparer:
         cleaned = clean_text(text, min_chars=1, max_chars=self._options.max_chars)
         if isinstance(cleaned, Rejection):
             raise _Refused(Rejected(record, "clean", cleaned, event.event_id, event.tenant,
-                                    redact(text[:EXCERPT_CHARS]).text))
+                                    _redacted_excerpt(text)))
         assert isinstance(cleaned, Cleaned)
         return redact(cleaned.text).text
 
@@ -247,18 +255,32 @@ def _failed(record: Record, stage: str, error: Exception, event_id: UUID | None 
             ) -> Failed:
     logger.exception("stage %s failed on %s[%d]@%d", stage, record.topic, record.partition,
                      record.offset)
-    return Failed(record, stage, type(error).__name__, str(error)[:2000], event_id)
+    # An error's message can quote the input it failed on.
+    return Failed(record, stage, type(error).__name__, redact(str(error)[:2000]).text, event_id)
 
 
-def _unparsed(record: Record, code: ReasonCode, detail: str) -> Rejected:
+def _unparsed(record: Record, code: ReasonCode, detail: str, *, key: bytes) -> Rejected:
     event_id, tenant = _ids_of(record.value)
-    return Rejected(record, "decode", Rejection((code,), detail, {}), event_id, tenant,
-                    excerpt_of(record.value))
+    if tenant is not None:
+        tenant = redact_identifier(tenant, key=key)
+    # A contract's message can quote the value it refused.
+    return Rejected(record, "decode", Rejection((code,), redact(detail).text, {}), event_id,
+                    tenant, excerpt_of(record.value))
+
+
+#: Redaction reads this far past an excerpt's end, so a datum the cut would halve is found
+#: whole (a card in JSON escapes is 96 characters).
+_EXCERPT_MARGIN_CHARS = 200
+
+
+def _redacted_excerpt(text: str) -> str:
+    return redact(text[:EXCERPT_CHARS + _EXCERPT_MARGIN_CHARS]).text[:EXCERPT_CHARS]
 
 
 def excerpt_of(value: bytes) -> str:
     """A redacted excerpt of a record's bytes, for the quarantine table."""
-    return redact(value[:EXCERPT_CHARS * 2].decode("utf-8", "replace")[:EXCERPT_CHARS]).text
+    chars = EXCERPT_CHARS + _EXCERPT_MARGIN_CHARS
+    return _redacted_excerpt(value[:chars * 2].decode("utf-8", "replace")[:chars])
 
 
 def _ids_of(value: bytes) -> tuple[UUID | None, str | None]:

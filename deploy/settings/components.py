@@ -117,6 +117,11 @@ class StreamsSettings(_Section):
     min_chars: int = Field(default=1, ge=1, description="Shorter cleaned turns are `empty`.")
     max_chars: int = Field(default=8_000, ge=16, description="Longer cleaned turns: `too_long`.")
     max_record_bytes: int = Field(default=262_144, ge=1024, description="Raw record size cap.")
+    pseudonym_key: SecretStr = Field(
+        default=SecretStr("flywheel-dev-pseudonym-key"), description="HMAC key of the "
+        "pseudonyms that replace private data in identifiers (an email as tenant or "
+        "conversation id): the same value always gives the same pseudonym, so joins hold, "
+        "and without the key nobody can confirm a guess. Set your own in production.")
     language_sample_chars: int = Field(default=160, ge=16, description="Text langid reads.")
     languages: list[str] = Field(
         default_factory=list, description="Accepted ISO 639-1 codes; empty accepts every one."
