@@ -2,9 +2,12 @@
 
 Run on purpose:  .venv/bin/python bench/bench_clickhouse.py [--batches 8] [--write]
 
-Both sides get the same 100k-row Native batches of a chat-event table through the same
-clickhouse-connect API; runs are interleaved so machine noise hits both alike. Prints
-medians and ratios; `--write` replaces the "## Embedded ClickHouse" section of BENCHMARKS.md.
+Three sides get the same 100k-row Native batches of a chat-event table through the same
+clickhouse-connect API: the front (uvicorn + Starlette), the front it replaced (the
+stdlib ThreadingHTTPServer of `--old-front REV`, checked out from git into a temporary
+folder and run as it was), and in-process chDB. Runs are interleaved so machine noise
+hits all alike. Then 50 concurrent clients against one. Prints medians and ratios;
+`--write` replaces the "## Embedded ClickHouse" section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import clickhouse_connect  # noqa: E402
 
 from deploy.clickhouse.client import get_client  # noqa: E402
 from deploy.local.clickhouse import ClickHouseService  # noqa: E402
-from deploy.settings import FlywheelSettings  # noqa: E402
+from deploy.settings import FlywheelSettings, env_var_for  # noqa: E402
 
 ROWS_PER_BATCH = 100_000
 SCHEMA = """(
@@ -64,14 +67,23 @@ def make_batch(seed: int) -> list[list[Any]]:
     ]
 
 
-def start_server(state_dir: Path, port: int) -> tuple[subprocess.Popen[bytes], FlywheelSettings]:
+def start_server(state_dir: Path, port: int, *, tree: Path | None = None
+                 ) -> tuple[subprocess.Popen[bytes], FlywheelSettings]:
+    """The embedded server of this checkout, or of an old source `tree`."""
     defaults = FlywheelSettings()
     settings = FlywheelSettings(state_dir=state_dir,
                                 clickhouse=defaults.clickhouse.model_copy(update={"port": port}))
     service = ClickHouseService(settings)
     spec = service.launch_spec()
-    process = subprocess.Popen(spec.argv, env={**os.environ, **spec.env},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, **spec.env}
+    if tree is not None:  # old settings models refuse today's fields: pass the two it needs
+        from deploy.clickhouse.config import SETTINGS_ENV
+
+        del env[SETTINGS_ENV]
+        env.update({"PYTHONPATH": str(tree), "FLYWHEEL_STATE_DIR": str(state_dir),
+                    env_var_for(("clickhouse", "port")): str(port)})
+    process = subprocess.Popen(spec.argv, env=env, cwd=tree, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while not service.check_health().healthy:
         if time.monotonic() > deadline or process.poll() is not None:
@@ -96,6 +108,50 @@ def latencies_ms(client: Any, query: str, n: int) -> list[float]:
     return out
 
 
+def concurrent_latencies_ms(make_client: Any, clients: int, each: int,
+                            interval_s: float) -> list[float]:
+    """`clients` threads, each with its own client (connection), each sending `SELECT 1`
+    every `interval_s` (`each` times): a bounded offered load, not a closed loop, so the
+    figure is what concurrency costs a query rather than the queue of a saturated
+    2-core machine."""
+    import threading
+
+    out: list[float] = []
+    lock = threading.Lock()
+
+    def run(offset_s: float) -> None:
+        client = make_client()
+        mine = []
+        due = time.perf_counter() + offset_s
+        for _ in range(each):
+            time.sleep(max(0.0, due - time.perf_counter()))
+            started = time.perf_counter()
+            client.query("SELECT 1")
+            mine.append((time.perf_counter() - started) * 1000)
+            due += interval_s
+        client.close()
+        with lock:
+            out.extend(mine)
+
+    threads = [threading.Thread(target=run, args=(interval_s * i / clients,))
+               for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def checkout(rev: str, into: Path) -> Path:
+    """The source tree of `rev`, for running the old front as it was."""
+    into.mkdir(parents=True)
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -106,61 +162,103 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--port", type=int, default=28900)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--interval-s", type=float, default=1.0,
+                        help="each concurrent client sends one query this often")
+    parser.add_argument("--old-front", default="371a592",
+                        help="git revision whose front is the baseline (the last before issue 16)")
     parser.add_argument("--write", action="store_true", help="Write the figures to BENCHMARKS.md")
     args = parser.parse_args()
 
     batches = [make_batch(seed) for seed in range(2)]  # reused: generation is not measured
+    sides = ("front", "old", "chdb")
     with tempfile.TemporaryDirectory() as tmp:
+        old_tree = checkout(args.old_front, Path(tmp) / "old-tree")
         process, settings = start_server(Path(tmp) / "state", args.port)
+        old_process, old_settings = start_server(Path(tmp) / "old-state", args.port + 1,
+                                                 tree=old_tree)
         try:
-            http = get_client(settings)  # lz4, as Flywheel's code uses it
+            clients = {
+                "front": lambda: get_client(settings),  # lz4, as Flywheel's code uses it
+                "old": lambda: get_client(old_settings, password=""),  # it had no passwords
+            }
+            http = {name: make() for name, make in clients.items()}
             local = clickhouse_connect.get_client(interface="chdb", path=str(Path(tmp) / "inproc"))
-            for client in (http, local):
+            every = {**http, "chdb": local}
+            for client in every.values():
                 client.command("CREATE DATABASE IF NOT EXISTS flywheel")
                 client.command(f"CREATE TABLE flywheel.events {SCHEMA}")
                 timed_insert(client, "flywheel.events", batches[0])  # warm-up
-            rates: dict[str, list[float]] = {"http": [], "chdb": []}
+            rates: dict[str, list[float]] = {name: [] for name in sides}
             for i in range(args.batches):
-                order = [("http", http), ("chdb", local)] if i % 2 == 0 else [("chdb", local),
-                                                                               ("http", http)]
-                for name, client in order:
-                    rates[name].append(timed_insert(client, "flywheel.events", batches[i % 2]))
+                order = sides[i % 3:] + sides[:i % 3]
+                for name in order:
+                    rates[name].append(timed_insert(every[name], "flywheel.events",
+                                                    batches[i % 2]))
             small = "SELECT topic, count() FROM flywheel.events WHERE tokens > 500 GROUP BY topic"
-            lat: dict[str, dict[str, list[float]]] = {"http": {}, "chdb": {}}
-            for name, client in (("http", http), ("chdb", local)):
-                lat[name]["select1"] = latencies_ms(client, "SELECT 1", args.queries)
-                lat[name]["groupby"] = latencies_ms(client, small, max(50, args.queries // 3))
-            http.close()
-            local.close()
+            lat: dict[str, dict[str, list[float]]] = {name: {} for name in sides}
+            for round_ in range(3):  # interleaved thirds
+                for name in sides[round_:] + sides[:round_]:
+                    client = every[name]
+                    lat[name].setdefault("select1", []).extend(
+                        latencies_ms(client, "SELECT 1", args.queries // 3))
+                    lat[name].setdefault("groupby", []).extend(
+                        latencies_ms(client, small, max(20, args.queries // 9)))
+            for client in every.values():
+                client.close()
+            crowd = {name: concurrent_latencies_ms(make, args.clients, 20, args.interval_s)
+                     for name, make in clients.items()}
+            alone = {name: latencies_ms(make(), "SELECT 1", 200) for name, make in clients.items()}
         finally:
-            process.terminate()
-            process.wait(30)
+            for p in (process, old_process):
+                p.terminate()
+                p.wait(30)
 
     med = {k: statistics.median(v) for k, v in rates.items()}
     lines = [
         "## Embedded ClickHouse",
         "",
         f"`.venv/bin/python bench/bench_clickhouse.py --batches {args.batches} "
-        f"--queries {args.queries}` on {platform.node() or 'this machine'} "
-        f"({os.cpu_count()} cores, shared and noisy), {time.strftime('%Y-%m-%d')}. "
-        "HTTP = `flywheel`'s embedded server (chDB 26.9 behind ClickHouse's HTTP interface, "
-        "another process), clickhouse-connect over HTTP with lz4. In-process = "
-        "`clickhouse_connect.get_client(interface=\"chdb\")` in the benchmark process (the "
-        "baseline, same run, interleaved). Batches: 100k rows of a 10-column chat-event "
-        "table (UUIDs, DateTime64, LowCardinality, text, Nullable), column-oriented Native.",
+        f"--queries {args.queries} --clients {args.clients} --interval-s {args.interval_s:g} "
+        f"--old-front {args.old_front}` on "
+        f"{platform.node() or 'this machine'} ({os.cpu_count()} cores, shared and noisy), "
+        f"{time.strftime('%Y-%m-%d')}. Front = `flywheel`'s embedded server (chDB 26.9 behind "
+        "ClickHouse's HTTP interface on uvicorn + Starlette, another process), "
+        "clickhouse-connect over HTTP with lz4. Old front = the stdlib ThreadingHTTPServer it "
+        f"replaced, run from `git archive {args.old_front}` in the same run. In-process = "
+        "`clickhouse_connect.get_client(interface=\"chdb\")` in the benchmark process. All "
+        "three interleaved. Batches: 100k rows of a 10-column chat-event table (UUIDs, "
+        "DateTime64, LowCardinality, text, Nullable), column-oriented Native.",
         "",
-        "| measure | HTTP front | in-process chDB | HTTP / in-process |",
-        "|---|---|---|---|",
-        f"| insert, median rows/s ({args.batches} batches each) | {med['http']:,.0f} | "
-        f"{med['chdb']:,.0f} | {med['http'] / med['chdb']:.2f} |",
+        "| measure | front | old front | in-process chDB | front / in-process | "
+        "front / old |",
+        "|---|---|---|---|---|---|",
+        f"| insert, median rows/s ({args.batches} batches each) | {med['front']:,.0f} | "
+        f"{med['old']:,.0f} | {med['chdb']:,.0f} | {med['front'] / med['chdb']:.2f} | "
+        f"{med['front'] / med['old']:.2f} |",
     ]
     for key, label in (("select1", "`SELECT 1`"), ("groupby", "small GROUP BY on the table")):
-        h, c = lat["http"][key], lat["chdb"][key]
-        lines.append(f"| {label} p50 / p99 ms | {pct(h, .5):.2f} / {pct(h, .99):.2f} | "
+        f, o, c = lat["front"][key], lat["old"][key], lat["chdb"][key]
+        lines.append(f"| {label} p50 / p99 ms | {pct(f, .5):.2f} / {pct(f, .99):.2f} | "
+                     f"{pct(o, .5):.2f} / {pct(o, .99):.2f} | "
                      f"{pct(c, .5):.2f} / {pct(c, .99):.2f} | "
-                     f"{pct(h, .5) / pct(c, .5):.2f} (p50) |")
-    lines += ["", f"Insert rows/s per batch, HTTP: {[round(r) for r in rates['http']]}; "
-              f"in-process: {[round(r) for r in rates['chdb']]}.", ""]
+                     f"{pct(f, .5) / pct(c, .5):.2f} (p50) | {pct(f, .5) / pct(o, .5):.2f} (p50) |")
+    lines += [
+        "",
+        f"{args.clients} concurrent clients (connections), each sending a `SELECT 1` every "
+        f"{args.interval_s:g} s, 20 each ({args.clients / args.interval_s:.0f} queries/s "
+        "offered), against one client alone (200 queries back to back), same run:",
+        "",
+        "| server | one client p50 / p99 ms | "
+        f"{args.clients} clients p50 / p99 ms | p99 ratio |",
+        "|---|---|---|---|",
+    ]
+    for name, label in (("front", "front"), ("old", "old front")):
+        a, c = alone[name], crowd[name]
+        lines.append(f"| {label} | {pct(a, .5):.2f} / {pct(a, .99):.2f} | "
+                     f"{pct(c, .5):.2f} / {pct(c, .99):.2f} | {pct(c, .99) / pct(a, .99):.2f} |")
+    lines += ["", "Insert rows/s per batch: " + "; ".join(
+        f"{name}: {[round(r) for r in rates[name]]}" for name in sides) + ".", ""]
     report = "\n".join(lines)
     print(report)
     if args.write:

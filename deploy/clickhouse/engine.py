@@ -83,6 +83,13 @@ class Handle:
         self.lock = threading.Lock()
         #: Set once a session's handle has its database and readonly applied.
         self.prepared = False
+        #: The current database when known (None after a USE of the client's own).
+        self.database: str | None = None
+        #: Settings a session request set from its URL: name -> (the session's own value
+        #: and changed flag before, the value set). Restored lazily, at the next request
+        #: that does not send them, so a client sending the same settings on every
+        #: request (clickhouse-connect does) costs no engine call for them.
+        self.url_overrides: dict[str, tuple[tuple[str, bool], str]] = {}
 
     def query(self, sql: str | bytes, fmt: str = "TabSeparated",
               params: Mapping[str, str] | None = None) -> Outcome:
@@ -92,13 +99,17 @@ class Handle:
             ServerError: the engine rejected the statement (its code and message kept).
         """
         started = time.perf_counter()
+        progress: dict[str, int] = {}
         try:
+            self.conn.set_progress_callback(progress.update)
             result = self.conn.query(sql, fmt, params=dict(params or {}))
         except Exception as e:
             raise ServerError.from_engine(e) from e
         data = result.bytes() if hasattr(result, "bytes") else bytes(result or b"")
-        return Outcome(data=data or b"", read_rows=_call(result, "rows_read"),
-                       read_bytes=_call(result, "bytes_read"),
+        # chDB's rows_read() of a result counts its rows; what was read comes as progress.
+        return Outcome(data=data or b"", read_rows=int(progress.get("read_rows", 0)),
+                       read_bytes=int(progress.get("read_bytes", 0)),
+                       result_rows=_call(result, "rows_read") if data else 0,
                        elapsed_s=time.perf_counter() - started)
 
     def stream(self, sql: str | bytes, fmt: str,

@@ -17,8 +17,9 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
-from deploy.clickhouse.engine import Engine, Handle, quote_value
+from deploy.clickhouse.engine import Engine, Handle, Outcome, ResultStream, quote_value
 from deploy.clickhouse.errors import BAD_ARGUMENTS, READONLY, ServerError
 from deploy.clickhouse.policy import StatementPolicy
 from deploy.clickhouse.statements import Statement
@@ -43,6 +44,7 @@ STREAMED_KINDS = frozenset({"SELECT", "WITH"})
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # The policy check prints the statement inside a string literal: room for twice its size.
 _POLICY_QUERY_SIZE = 8 << 20
+LARGE_STATEMENT_BYTES = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ class Executor:
         self.policy = policy
 
     @contextmanager
-    def handle_for(self, request: Request, account: ClickHouseUser) -> Iterator[Handle]:
+    def handle_for(self, request: Request, account: ClickHouseUser, *,
+                   large: bool = False) -> Iterator[Handle]:
         """The handle the request runs on, prepared; released (or closed) afterwards.
 
         Raises:
@@ -109,7 +112,7 @@ class Executor:
         try:
             handle.query(f"USE {_identifier(request.database or self.engine.database)}")
             _create_external_tables(handle, request.external_tables)
-            _apply_account(handle, account)
+            _apply_account(handle, account, large=large)
             settings = request.settings
             if not account.readonly and request.method == "GET":
                 settings["readonly"] = "2"
@@ -133,28 +136,30 @@ class Executor:
         try:
             if not handle.prepared:
                 handle.query(f"USE {_identifier(self.engine.database)}")
-                _apply_account(handle, account)
+                handle.database = self.engine.database
+                _apply_account(handle, account, large=True)
                 handle.prepared = True
             # The database parameter applies to this query only, as in ClickHouse.
             previous = None
-            if request.database:
-                previous = handle.query("SELECT currentDatabase()", "TSVRaw").data.decode().strip()
-                handle.query(f"USE {_identifier(request.database)}")
+            if request.database and request.database != handle.database:
+                if handle.database is None:
+                    handle.database = handle.query(
+                        "SELECT currentDatabase()", "TSVRaw").data.decode().strip()
+                previous = handle.database
+                if request.database != previous:
+                    handle.query(f"USE {_identifier(request.database)}")
+                else:
+                    previous = None
             _create_external_tables(handle, request.external_tables)
-            wanted = request.settings
-            snapshot = handle.snapshot(wanted) if wanted else {}
-            changes = {k: v for k, v in wanted.items()
-                       if snapshot.get(k, ("\0", False))[0] != v}
-            restore = {k: snapshot.get(k, ("", False)) for k in changes}
+            _apply_url_settings(handle, request.settings)
             try:
-                handle.set(changes)
                 yield handle
             finally:
-                handle.restore(restore)
                 for table in request.external_tables:
                     handle.query(f"DROP TEMPORARY TABLE IF EXISTS {_identifier(table.name)}")
                 if previous:
                     handle.query(f"USE {_identifier(previous)}")
+                    handle.database = previous
         finally:
             session.handle.lock.release()
             session.last_used = time.monotonic()
@@ -179,9 +184,42 @@ class Executor:
                           params=request.query_params)
 
 
-def _apply_account(handle: Handle, account: ClickHouseUser) -> None:
-    """The account's limits, then readonly; a read-only account cannot change them after."""
-    limits: dict[str, str] = {"max_query_size": str(_POLICY_QUERY_SIZE)}
+def _apply_url_settings(handle: Handle, wanted: dict[str, str]) -> None:
+    """A session request's URL settings, for this request; the session keeps its own.
+
+    Raises:
+        ServerError: a setting is unknown, or refused (readonly).
+    """
+    overrides = handle.url_overrides
+    restore = {name: overrides.pop(name)[0] for name in list(overrides) if name not in wanted}
+    if restore:
+        handle.restore(restore)
+    new = [name for name in wanted if name not in overrides]
+    snapshot = handle.snapshot(new) if new else {}
+    changes: dict[str, str] = {}
+    recorded: dict[str, tuple[tuple[str, bool], str]] = {}
+    for name, value in wanted.items():
+        if name in overrides:
+            if overrides[name][1] != value:
+                changes[name] = value
+                recorded[name] = (overrides[name][0], value)
+        else:
+            before = snapshot.get(name, ("", False))
+            recorded[name] = (before, value)
+            if before[0] != value:
+                changes[name] = value
+    if changes:
+        handle.set(changes)
+    overrides.update(recorded)
+
+
+def _apply_account(handle: Handle, account: ClickHouseUser, *, large: bool) -> None:
+    """The account's limits, then readonly; a read-only account cannot change them after.
+
+    `large`: the statement may be long, so the policy check's query (the statement in
+    a literal) needs more than ClickHouse's default max_query_size.
+    """
+    limits: dict[str, str] = {"max_query_size": str(_POLICY_QUERY_SIZE)} if large else {}
     if account.max_execution_time_s:
         limits["max_execution_time"] = str(account.max_execution_time_s)
     if account.max_memory_usage_bytes:
@@ -210,3 +248,96 @@ def _identifier(name: str) -> str:
     if "`" in name or "\\" in name or "\0" in name or not name:
         raise ServerError(BAD_ARGUMENTS, f"{name[:64]!r} is not a valid name")
     return f"`{name}`"
+
+
+class Execution:
+    """One statement's run, driven from the HTTP layer in as few thread hops as possible.
+
+    `start` prepares the handle, checks the statement and runs it, or for a SELECT
+    reads its first blocks, all in one call (one hop to a worker thread); a long
+    result is then read with `next_block`. `close` releases the handle.
+    """
+
+    def __init__(self, executor: Executor, request: Request, account: ClickHouseUser,
+                 statement: Statement, *, sql: bytes, fmt: str, buffer_bytes: int) -> None:
+        self.executor = executor
+        self.request = request
+        self.account = account
+        self.statement = statement
+        self.sql = sql
+        self.fmt = fmt
+        self.buffer_bytes = buffer_bytes
+        self.handle: Handle | None = None
+        self.stream: ResultStream | None = None
+        self._context: Any = None
+
+    def prepare(self) -> Handle:
+        """The prepared handle, with the statement checked.
+
+        Raises:
+            ServerError: a setting or the statement was refused.
+        """
+        large = len(self.statement.sql) > LARGE_STATEMENT_BYTES
+        self._context = self.executor.handle_for(self.request, self.account, large=large)
+        self.handle = self._context.__enter__()
+        self.executor.check(self.handle, self.statement, self.request, self.account)
+        return self.handle
+
+    def start(self, *, whole: bool) -> tuple[Outcome, bool]:
+        """Run the statement: (what it returned so far, whether that is all of it).
+
+        `whole`: the client waits for the whole result (wait_end_of_query), so it is
+        read in one engine call. When the result is complete the handle is released
+        here too, so a small query costs one hop to a worker thread.
+
+        Raises:
+            ServerError: the statement was refused or failed.
+        """
+        try:
+            outcome, complete = self._start(whole=whole)
+        except BaseException:
+            self.close()
+            raise
+        if complete:
+            self.close()
+        return outcome, complete
+
+    def _start(self, *, whole: bool) -> tuple[Outcome, bool]:
+        handle = self.prepare()
+        if whole or self.statement.kind not in STREAMED_KINDS:
+            if self.statement.kind == "USE":
+                handle.database = None  # the session's database is the client's choice now
+            return handle.query(self.sql, self.fmt, self.request.query_params), True
+        self.stream = stream = handle.stream(self.sql, self.fmt, self.request.query_params)
+        blocks: list[bytes] = []
+        size = 0
+        while not stream.done and size < self.buffer_bytes:
+            block = stream.fetch()
+            if block is None:
+                break
+            blocks.append(block)
+            size += len(block)
+        outcome = Outcome(data=b"".join(blocks), read_rows=stream.read_rows,
+                          read_bytes=stream.read_bytes, result_rows=stream.result_rows,
+                          elapsed_s=time.perf_counter() - stream.started)
+        return outcome, stream.done
+
+    def next_block(self) -> bytes | None:
+        """The next block of a long result, or None at its end.
+
+        Raises:
+            ServerError: the query failed while running.
+        """
+        return self.stream.fetch() if self.stream is not None else None
+
+    @property
+    def closed(self) -> bool:
+        return self._context is None
+
+    def close(self) -> None:
+        """Release the handle (the query must have ended or been killed)."""
+        if self.stream is not None:
+            self.stream.cancel()
+        if self._context is not None:
+            context, self._context = self._context, None
+            context.__exit__(None, None, None)

@@ -35,7 +35,7 @@ from starlette.routing import Route
 
 from deploy.clickhouse.auth import Accounts, credentials
 from deploy.clickhouse.codecs import choose_encoding, encode_body, iter_decoded
-from deploy.clickhouse.engine import Engine, Handle, Outcome, ResultStream, tag_statement
+from deploy.clickhouse.engine import Engine, Handle, Outcome, tag_statement
 from deploy.clickhouse.errors import (
     BAD_ARGUMENTS,
     QUERY_IS_TOO_LARGE,
@@ -45,12 +45,7 @@ from deploy.clickhouse.errors import (
 from deploy.clickhouse.metrics import ServerMetrics
 from deploy.clickhouse.native_compression import compress_blocks, iter_decompressed
 from deploy.clickhouse.policy import StatementPolicy
-from deploy.clickhouse.query import (
-    RESULT_KINDS,
-    STREAMED_KINDS,
-    Executor,
-    ExternalTable,
-)
+from deploy.clickhouse.query import RESULT_KINDS, Execution, Executor, ExternalTable
 from deploy.clickhouse.query import Request as QueryRequest
 from deploy.clickhouse.statements import Statement, split
 from deploy.settings import ClickHouseUser, FlywheelSettings
@@ -198,64 +193,39 @@ class ClickHouseFront:
                    data: AsyncIterator[bytes] | None, account: ClickHouseUser, query_id: str,
                    release: Callable[[], None]) -> Response:
         fmt = statement.output_format(query.default_format)
-        contexts = self.executor.handle_for(query, account)
-        handle = await self._thread(contexts.__enter__)
-
-        def close() -> None:
-            contexts.__exit__(None, None, None)
-
+        tagged = tag_statement(statement.sql, query_id=query_id, user=account.name)
+        execution = Execution(self.executor, query, account, statement, sql=tagged, fmt=fmt,
+                              buffer_bytes=_BUFFER_BYTES)
         streaming = False
         try:
-            await self._thread(self.executor.check, handle, statement, query, account)
             if statement.is_insert_with_data:
+                handle = await self._thread(execution.prepare)
                 outcome = await self._insert(handle, statement, data)
                 self.metrics.written_rows.inc(outcome.written_rows)
                 return self._done(outcome, query_id, fmt=None)
-            tagged = tag_statement(statement.sql, query_id=query_id, user=account.name)
-            if statement.kind in STREAMED_KINDS:
-                response, streaming = await self._select(request, handle, tagged, query, fmt,
-                                                         query_id, close, release)
-                return response
-            outcome = await self._thread(handle.query, tagged, fmt, query.query_params)
-            kind_has_result = statement.kind in RESULT_KINDS or bool(outcome.data)
-            return self._done(outcome, query_id, fmt=fmt if kind_has_result else None,
-                              request=request)
+            whole = query.params.get("enable_http_compression") == "1" or "1" in (
+                query.params.get("wait_end_of_query"),
+                query.params.get("send_progress_in_http_headers"))
+            outcome, complete = await self._watched(request, query_id, execution.start,
+                                                    whole=whole)
+            if complete:
+                has_result = statement.kind in RESULT_KINDS or bool(outcome.data)
+                return self._done(outcome, query_id, fmt=fmt if has_result else None,
+                                  request=request)
+            streaming = True
+            return self._stream(request, execution, outcome.data, query, fmt, query_id, release)
         finally:
             if not streaming:
-                with anyio.CancelScope(shield=True):
-                    await self._thread(close)
+                if not execution.closed:
+                    with anyio.CancelScope(shield=True):
+                        if execution.stream is not None and not execution.stream.done:
+                            await self._thread(self.engine.kill, query_id)
+                        await self._thread(execution.close)
                 release()
 
-    async def _select(self, request: Request, handle: Handle, sql: bytes,
-                      query: QueryRequest, fmt: str, query_id: str, close: Callable[[], None],
-                      release: Callable[[], None]) -> tuple[Response, bool]:
-        stream = await self._thread(handle.stream, sql, fmt, query.query_params)
-        blocks: list[bytes] = []
-        size = 0
-        try:
-            while size < _BUFFER_BYTES and not stream.done:
-                block = await self._unless_gone(request, stream, query_id)
-                if block is None:
-                    break
-                blocks.append(block)
-                size += len(block)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._stop(stream, query_id)
-            raise
-        compress = query.params.get("enable_http_compression") == "1"
-        whole = compress or "1" in (query.params.get("wait_end_of_query"),
-                                    query.params.get("send_progress_in_http_headers"))
-        if stream.done or whole:
-            while not stream.done:  # compressed or asked for whole: finish here
-                block = await self._unless_gone(request, stream, query_id)
-                if block is not None:
-                    blocks.append(block)
-            outcome = Outcome(data=b"".join(blocks), read_rows=stream.read_rows,
-                              read_bytes=stream.read_bytes, result_rows=stream.result_rows,
-                              elapsed_s=time.perf_counter() - stream.started)
-            return self._done(outcome, query_id, fmt=fmt, request=request), False
-        # A long result: stream it, with the exception tag for errors after this point.
+    def _stream(self, request: Request, execution: Execution, first: bytes, query: QueryRequest,
+                fmt: str, query_id: str, release: Callable[[], None]) -> StreamingResponse:
+        """A long result, streamed, with the exception tag for errors from here on."""
         native = query.params.get("compress") in ("1", "true")
         tag = secrets.token_hex(8)
         headers = self._result_headers(query_id, fmt)
@@ -264,19 +234,20 @@ class ClickHouseFront:
 
         async def body() -> AsyncIterator[bytes]:
             status = 200
+            ended = False
             try:
-                for block in blocks:
-                    yield compress_blocks(block) if native else block
-                blocks.clear()
+                yield compress_blocks(first) if native else first
                 while True:
-                    block = await self._thread(stream.fetch)
+                    block = await self._thread(execution.next_block)
                     if block is None:
+                        ended = True
                         break
                     if native:
                         block = compress_blocks(block)
                     self.metrics.sent_bytes.inc(len(block))
                     yield block
             except ServerError as e:
+                ended = True
                 status = e.http_status
                 self.metrics.errors.labels(str(e.code)).inc()
                 message = e.body(version=self.engine.version).encode()
@@ -285,14 +256,14 @@ class ClickHouseFront:
                        + b"\r\n__exception__\r\n")
             finally:
                 with anyio.CancelScope(shield=True):
-                    await self._stop(stream, query_id)
-                    await self._thread(close)
+                    if not ended:  # the client left mid-stream
+                        await self._thread(self.engine.kill, query_id)
+                    await self._thread(execution.close)
                 release()
                 self._count(request, "/", status, started)
 
-        response = StreamingResponse(body(), headers=headers,
-                                     media_type=_CONTENT_TYPES.get(fmt, "application/octet-stream"))
-        return response, True
+        return StreamingResponse(body(), headers=headers,
+                                 media_type=_CONTENT_TYPES.get(fmt, "application/octet-stream"))
 
     async def _insert(self, handle: Handle, statement: Statement,
                       data: AsyncIterator[bytes] | None) -> Outcome:
@@ -485,41 +456,36 @@ class ClickHouseFront:
     async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(fn, *args, limiter=self.threads)
 
-    async def _stop(self, stream: ResultStream, query_id: str) -> None:
-        """End a stream early: KILL the statement if a fetch still waits on it."""
-        if stream.done and not stream.fetching:
-            return
-        await self._thread(self.engine.kill, query_id)
-        await self._thread(stream.cancel)
-
-    async def _unless_gone(self, request: Request, stream: ResultStream,
-                           query_id: str) -> bytes | None:
-        """The next block, or cancel the query if the client disconnects meanwhile."""
-        result: list[bytes | None] = []
+    async def _watched(self, request: Request, query_id: str, fn: Callable[..., T],
+                       **kwargs: Any) -> T:
+        """`fn(**kwargs)` on a worker thread; if the client disconnects meanwhile, the
+        statement is KILLed (so `fn` returns soon) and ClientDisconnect is raised."""
+        result: list[T] = []
         failure: list[BaseException] = []
+        gone = False
         async with anyio.create_task_group() as group:
             async def watch() -> None:
+                nonlocal gone
                 while True:
                     message = await request.receive()
                     if message["type"] == "http.disconnect":
-                        with anyio.CancelScope(shield=True):
-                            await self._thread(self.engine.kill, query_id)
-                        group.cancel_scope.cancel()
+                        gone = True
+                        await self._thread(self.engine.kill, query_id)
                         return
 
-            async def fetch() -> None:
+            async def run() -> None:
                 try:
-                    result.append(await self._thread(stream.fetch))
-                except ServerError as e:  # raised below, not as an ExceptionGroup
+                    result.append(await self._thread(lambda: fn(**kwargs)))
+                except Exception as e:  # raised below, not as an ExceptionGroup
                     failure.append(e)
                 group.cancel_scope.cancel()
 
             group.start_soon(watch)
-            group.start_soon(fetch)
+            group.start_soon(run)
+        if gone and not result:
+            raise ClientDisconnect()
         if failure:
             raise failure[0]
-        if not result:
-            raise ClientDisconnect()
         return result[0]
 
     # -- responses ------------------------------------------------------------------------
