@@ -43,6 +43,10 @@ class TritonService(Service):
     """Triton Inference Server with the Python backend, in explicit model-control mode."""
 
     name = "triton"
+    #: A dead tritonserver (kill -9, out of memory) is started again by its keeper
+    #: (`deploy.local.keeper`); the inference controller then loads the live version
+    #: again by itself (`inference.watchdog`), since explicit mode loads nothing.
+    restart_on_exit = True
 
     @property
     def external(self) -> bool:

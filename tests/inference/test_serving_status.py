@@ -20,12 +20,15 @@ import tritonclient.grpc as grpcclient
 
 from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings
+from inference.client import TritonChat
+from inference.errors import SwapError
 from inference.gateway.server import free_port
 from inference.repository import adapter_sha256, version_dir
 from inference.routing import read_routing
 from inference.serving_status import ZERO_SHA256
 from inference.swap import SwapController
 from schemas import DatasetSnapshot, ModelPublished
+from tests.deploy.local.polling import wait_for
 from tests.inference.conftest import add_adapter_version
 from trainer.publish import record_version, served_version
 
@@ -203,3 +206,61 @@ def test_a_swap_stands_and_the_failure_is_logged_when_clickhouse_is_unreachable(
     assert statuses(client, settings) == {}
     SwapController(settings).start()  # ClickHouse back: the next start catches up
     assert statuses(client, settings) == {version: "serving"}
+
+
+def test_a_refused_version_is_recorded_refused_with_its_reason_and_the_live_one_serves_on(
+    warehouse: tuple[Any, FlywheelSettings], tiny_base: Path, tiny_adapter: Path,
+) -> None:
+    client, settings = warehouse
+    controller = to_base(client, settings)
+    controller.start()
+    version = add_adapter_version(settings, settings.model.name, tiny_base, tiny_adapter,
+                                  adapter_id="adapter-nan")
+    publish_row(client, settings, version, train_rows=12)
+    weights = version_dir(controller.repo, controller.model, version) / "adapter"
+    (weights / "adapter_model.safetensors").write_bytes(b"\x00" * 64)  # unreadable
+
+    with pytest.raises(SwapError, match="version 1 keeps serving"):
+        controller.deploy(version)
+
+    assert statuses(client, settings) == {1: "serving", version: "refused"}
+    [(reason, train_rows)] = client.query(
+        f"SELECT status_reason, train_rows FROM {settings.clickhouse.database}.model_versions "
+        f"FINAL WHERE version = {version}").result_rows
+    assert reason.startswith("deploy: ") and len(reason) > len("deploy: ")
+    assert train_rows == 12  # the trainer's row, with only the status and reason changed
+    served = served_version(client, settings)
+    assert served is not None and served.version == 1
+
+
+def test_a_version_that_never_existed_leaves_no_refused_row(
+    warehouse: tuple[Any, FlywheelSettings],
+) -> None:
+    client, settings = warehouse
+    controller = to_base(client, settings)
+    controller.start()
+
+    with pytest.raises(SwapError):
+        controller.deploy(999)
+
+    assert statuses(client, settings) == {1: "serving"}
+
+
+def test_restore_reloads_the_live_version_after_triton_lost_the_model(
+    warehouse: tuple[Any, FlywheelSettings], tiny_base: Path, tiny_adapter: Path,
+    triton_client: grpcclient.InferenceServerClient,
+) -> None:
+    client, settings = warehouse
+    controller = to_base(client, settings)
+    version = add_adapter_version(settings, settings.model.name, tiny_base, tiny_adapter,
+                                  adapter_id="adapter-restore")
+    controller.deploy(version)
+    assert controller.restore() is None  # ready: nothing to do
+    triton_client.unload_model(controller.model)  # what a Triton restart leaves behind
+    assert wait_for(lambda: not triton_client.is_model_ready(controller.model), timeout_s=30)
+
+    assert controller.restore() == version
+
+    with TritonChat(settings.triton.grpc_address, model=controller.model) as chat:
+        assert chat.complete("user: back?").adapter_id == "adapter-restore"
+    assert statuses(client, settings)[version] == "serving"
