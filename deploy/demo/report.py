@@ -247,6 +247,10 @@ def summary_rows(outcome: DemoOutcome) -> list[tuple[str, str]]:
                      f"{a.quarantined:,} quarantined, {a.errors} errors, {a.missing} missing"))
         rows.append(("rejected ingest bodies", f"{o.hostile_rejected} sent, "
                      f"{a.rejected_bodies_quarantined} in quarantine"))
+    if o.private_data is not None:
+        scan = o.private_data
+        rows.append(("raw private data", f"{scan.raw_rows} rows, in {scan.columns} text "
+                     f"columns of {scan.tables} tables ({scan.rows_read:,} rows read)"))
     start = o.marks.get("traffic_started")
     for version, at in o.served[1:]:
         when = f" at +{(at - start).total_seconds():.0f} s" if start else ""

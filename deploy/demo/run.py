@@ -8,7 +8,8 @@
    holds one kind of traffic): the embedding-drift alert fires through Prometheus and
    Alertmanager, the trainer retrains on the drifted window, version 3 is served, and
    the alert resolves;
-5. the traffic stops and every replayed event is found in the warehouse;
+5. the traffic stops and every replayed event is found in the warehouse, and every text
+   column of every table is scanned for raw private data (`streams.pii_scan`);
 6. perplexity per version on held-out old and new pairs, and the report.
 
 Every wait is bounded by what is left of `demo.time_budget_s` (not counting the one-time
@@ -34,6 +35,7 @@ from deploy.demo.traffic import Phase, Sample, Traffic
 from deploy.demo.users import split_topics
 from deploy.demo.versions import VersionPerplexity, perplexities
 from deploy.errors import StackError
+from streams.pii_scan import ScanReport, scan_warehouse
 
 if TYPE_CHECKING:
     from deploy.local.supervisor import Supervisor
@@ -90,6 +92,8 @@ class DemoOutcome:
     hostile: dict[str, int] = field(default_factory=dict)
     hostile_rejected: int = 0
     accounting: Accounting | None = None
+    #: Rows of any table holding raw private data after the run (`streams.pii_scan`).
+    private_data: ScanReport | None = None
     perplexity: list[VersionPerplexity] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     drift_alert: str = ""
@@ -143,6 +147,8 @@ class DemoRunner:
             self._stop_traffic()
             with self._timed("accounting"):
                 self._account(start_offsets)
+            with self._timed("private-data scan"):
+                self._scan_private_data()
             with self._timed("evaluation"):
                 self._evaluate_versions()
             self._check()
@@ -285,6 +291,11 @@ class DemoRunner:
             on_poll=lambda a: self.ui.status(
                 f"{a.curated + a.quarantined + a.errors:,} of {a.records:,} records landed"))
 
+    def _scan_private_data(self) -> None:
+        self.ui.phase("scanning every table for raw private data")
+        self.outcome.private_data = scan_warehouse(
+            self._client(), database=self.settings.clickhouse.database)
+
     def _evaluate_versions(self) -> None:
         self.ui.phase("perplexity of each version on held-out old and new topics")
         versions = sorted({v for v, _ in self.outcome.served})
@@ -305,6 +316,10 @@ class DemoRunner:
             o.problems.append(
                 f"{o.hostile_rejected} bodies rejected by the ingest API, only "
                 f"{o.accounting.rejected_bodies_quarantined} found in quarantine")
+        if o.private_data is not None and o.private_data.raw_rows:
+            o.problems.append(f"{o.private_data.raw_rows} rows hold raw private data: " + ", "
+                              .join(f"{leak.table}.{leak.column} ({leak.rows})"
+                                    for leak in o.private_data.leaks))
         by_version = {p.version: p for p in o.perplexity}
         if 1 in by_version and 3 in by_version:
             if not by_version[3].new_topics < by_version[1].new_topics:
