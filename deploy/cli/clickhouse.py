@@ -1,4 +1,4 @@
-"""`flywheel clickhouse serve` and `flywheel sql`: the embedded server and a SQL prompt."""
+"""`flywheel clickhouse serve`, `flywheel clickhouse password` and `flywheel sql`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,28 @@ def serve(ctx: typer.Context) -> None:
     console.print(f"ClickHouse HTTP interface on {settings.clickhouse.http_url}, data under "
                   f"{settings.state_path / 'clickhouse'}")
     run_server(settings)
+
+
+@clickhouse_app.command("password")
+def password(
+    ctx: typer.Context,
+    user: Annotated[str, typer.Argument(help="The account, e.g. analyst.")] = "analyst",
+) -> None:
+    """Print the password of an embedded-server account (generated at first start)."""
+    from deploy.clickhouse.passwords import account_password, password_file
+
+    settings = get_settings(ctx)
+    if settings.clickhouse.external:
+        err_console.print("clickhouse.url is set: the accounts are your ClickHouse server's own.")
+        raise typer.Exit(1)
+    for account in settings.clickhouse.users:
+        if account.name == user:
+            print(account_password(settings, account))
+            return
+    names = ", ".join(u.name for u in settings.clickhouse.users)
+    err_console.print(f"No account {escape(user)!r} in clickhouse.users (accounts: {names}); "
+                      f"passwords are kept in {password_file(settings.state_path, user).parent}")
+    raise typer.Exit(1)
 
 
 @app.command("sql")
