@@ -84,10 +84,12 @@ class FeedbackJoin:
     """The in-memory side of the feedback join, with counters of what became of feedback."""
 
     def __init__(
-        self, *, ttl_s: float, max_turns: int, clock: Callable[[], float] = time.monotonic
+        self, *, ttl_s: float, max_turns: int, max_pending: int = 5_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ttl_s = ttl_s
         self._max_turns = max_turns
+        self._max_pending = max_pending
         self._clock = clock
         self._turns: OrderedDict[UUID, tuple[TurnContext, float]] = OrderedDict()
         self._rejected: OrderedDict[UUID, float] = OrderedDict()
@@ -95,8 +97,11 @@ class FeedbackJoin:
         self._pending: OrderedDict[UUID, PendingFeedback] = OrderedDict()
         self._waiting: dict[UUID, set[UUID]] = {}  # turn id -> ids of feedback waiting on it
         #: joined (turn was in memory), early (feedback waited), recovered (from ClickHouse),
-        #: turn_rejected (the turn was quarantined), orphan (TTL passed, no turn).
+        #: turn_rejected (the turn was quarantined), orphan (TTL passed, no turn),
+        #: refused (the waiting set was full: the feedback was quarantined instead).
         self.counts: Counter[str] = Counter()
+        #: Ids of waiting feedback not yet looked up in the warehouse (see `streams.worker`).
+        self.unlooked: set[UUID] = set()
 
     @property
     def pending(self) -> list[PendingFeedback]:
@@ -150,11 +155,31 @@ class FeedbackJoin:
         self._wait(item)
         return None
 
+    def refusal(self, event: FeedbackEvent) -> str | None:
+        """Why this feedback cannot wait for its turn (the waiting set is full), or None.
+
+        Only feedback that would wait is refused: a turn in memory or a quarantined turn
+        settles it at once. Bounds the memory and the warehouse lookups of the join (a
+        flood of feedback for unknown turns once filled both without limit).
+        """
+        if (len(self._pending) < self._max_pending or event.event_id in self._pending
+                or event.turn_event_id in self._turns or event.turn_event_id in self._rejected):
+            return None
+        self.counts["refused"] += 1
+        return (f"its turn {event.turn_event_id} is unknown and {len(self._pending)} "
+                f"feedback events already wait for theirs (streams.join_max_pending="
+                f"{self._max_pending})")
+
     def restore(self, items: list[PendingFeedback]) -> None:
-        """Wait again for feedback that waited before a restart (see `streams.join_state`)."""
-        for item in items:
-            if item.event.event_id not in self._pending:
-                self._wait(item)
+        """Wait again for feedback that waited before a restart (see `streams.join_state`).
+
+        At most `max_pending` wait: the newest are kept, the older count as orphans.
+        """
+        room = max(0, self._max_pending - len(self._pending))
+        fresh = [i for i in items if i.event.event_id not in self._pending]
+        for item in fresh[-room:] if room else []:
+            self._wait(item)
+        self.counts["orphan"] += max(0, len(fresh) - room)
 
     def forget(self, source: tuple[str, int]) -> None:
         """Drop the waiting feedback of a partition this worker no longer owns."""
@@ -163,10 +188,12 @@ class FeedbackJoin:
 
     def _wait(self, item: PendingFeedback) -> None:
         self._pending[item.event.event_id] = item
+        self.unlooked.add(item.event.event_id)
         self._waiting.setdefault(item.event.turn_event_id, set()).add(item.event.event_id)
 
     def _take(self, feedback_id: UUID) -> PendingFeedback:
         item = self._pending.pop(feedback_id)
+        self.unlooked.discard(feedback_id)
         waiting = self._waiting.get(item.event.turn_event_id)
         if waiting is not None:
             waiting.discard(feedback_id)

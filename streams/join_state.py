@@ -24,11 +24,15 @@ from streams.join import PendingFeedback, TurnContext
 logger = logging.getLogger(__name__)
 
 
+#: Ids per lookup query unless the caller says otherwise: a UUID is about 40 bytes of SQL.
+LOOKUP_CHUNK_IDS = 1_000
+
+
 def load_pending(
     client: Any, *, database: str, topic: str, partitions: Iterable[int], ttl_s: float,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] = time.monotonic, limit: int = 5_000,
 ) -> list[PendingFeedback]:
-    """The waiting feedback of `topic`'s `partitions`, oldest first.
+    """The waiting feedback of `topic`'s `partitions`, oldest first; the newest `limit`.
 
     Raises:
         clickhouse_connect's errors: the warehouse did not answer (the worker cannot start).
@@ -44,8 +48,9 @@ def load_pending(
         f"AND ingested_at >= now64(3) - toIntervalMillisecond({{ttl:UInt64}}) "
         f"AND event_id NOT IN (SELECT feedback_event_id FROM {database}.training_examples "
         f"WHERE ingested_at >= now64(3) - toIntervalMillisecond({{ttl:UInt64}})) "
-        f"ORDER BY ingested_at",
-        parameters={"t": topic, "p": wanted, "ttl": int(ttl_s * 1000)}).result_rows
+        f"ORDER BY ingested_at DESC LIMIT {{n:UInt64}}",
+        parameters={"t": topic, "p": wanted, "ttl": int(ttl_s * 1000),
+                    "n": limit}).result_rows[::-1]
     now_s, now = clock(), datetime.now(UTC)
     pending = []
     for (event_id, conversation, turn_id, kind, rating, correction, flags, comment, tenant,
@@ -66,25 +71,43 @@ def load_pending(
     return pending
 
 
-def lookup_turns(client: Any, *, database: str, ids: list[str]
+def lookup_turns(client: Any, *, database: str, ids: list[str],
+                 chunk_ids: int = LOOKUP_CHUNK_IDS,
                  ) -> tuple[dict[UUID, TurnContext], set[UUID]]:
     """Curated assistant turns (with their prompts) and quarantined turns among `ids`.
+
+    Looked up `chunk_ids` at a time, so no query's text grows with the waiting set
+    (7,000 ids in one `IN` list passed ClickHouse's 256 KiB query limit).
 
     Raises:
         clickhouse_connect's errors: the warehouse did not answer.
     """
-    db = database
+    turns: dict[UUID, TurnContext] = {}
+    rejected: set[UUID] = set()
+    for start in range(0, len(ids), chunk_ids):
+        found, refused = _lookup_chunk(client, database, ids[start:start + chunk_ids],
+                                       chunk_ids)
+        turns.update(found)
+        rejected |= refused
+    return turns, rejected
+
+
+def _lookup_chunk(client: Any, db: str, ids: list[str], chunk_ids: int
+                  ) -> tuple[dict[UUID, TurnContext], set[UUID]]:
     rows = client.query(
         f"SELECT event_id, conversation_id, tenant, topic, language, text, model_version, "
         f"ts, turn_index FROM {db}.chat_turns FINAL "
         f"WHERE event_id IN %(ids)s AND role = 'assistant'",
         parameters={"ids": ids}).result_rows
     prompts: dict[str, list[tuple[int, str]]] = {}
-    if rows:
+    conversations = sorted({r[1] for r in rows})
+    # A conversation id may be 128 characters: a quarter of the ids per query.
+    step = max(1, chunk_ids // 4)
+    for start in range(0, len(conversations), step):
         for conversation, index, text in client.query(
                 f"SELECT conversation_id, turn_index, text FROM {db}.chat_turns FINAL "
                 f"WHERE conversation_id IN %(c)s AND role = 'user'",
-                parameters={"c": sorted({r[1] for r in rows})}).result_rows:
+                parameters={"c": conversations[start:start + step]}).result_rows:
             prompts.setdefault(conversation, []).append((index, text))
     turns = {}
     for r in rows:

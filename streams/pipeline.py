@@ -114,7 +114,8 @@ class Processor:
         self._caps = BalanceCaps(window_s=options.cap_window_s, share=options.cap_share,
                                  min_records=options.cap_min_records)
         self._windows: dict[tuple[str, int], DuplicateWindow] = {}
-        self.join = FeedbackJoin(ttl_s=options.join_ttl_s, max_turns=options.join_max_turns)
+        self.join = FeedbackJoin(ttl_s=options.join_ttl_s, max_turns=options.join_max_turns,
+                                 max_pending=options.join_max_pending)
 
     def warm_up(self) -> None:
         """Load the language and toxicity models (seconds) before the first batch."""
@@ -142,7 +143,7 @@ class Processor:
                 if isinstance(item, PreparedTurn):
                     self._decide_turn(result, item, prior)
                 elif isinstance(item, PreparedFeedback):
-                    self._decide_feedback(result, item)
+                    self._decide_feedback(result, item, prior)
                 elif isinstance(item, Rejected):
                     self._quarantine(result, item.record, _Quarantine(
                         item.stage, item.rejection, event_id=item.event_id,
@@ -235,8 +236,17 @@ class Processor:
         if event.role is Role.ASSISTANT:
             self.join.rejected_turn(event.event_id)
 
-    def _decide_feedback(self, result: BatchResult, item: PreparedFeedback) -> None:
+    def _decide_feedback(self, result: BatchResult, item: PreparedFeedback,
+                         prior: Logged | None) -> None:
         record, event = item.record, item.event
+        if prior is None:
+            refusal = self.join.refusal(event)
+        else:  # a replay: refused again only if it was refused before
+            refusal = ("refused before a restart: the waiting set was full"
+                       if _logged_reason(prior, (ReasonCode.ORPHAN_FEEDBACK,)) else None)
+        if refusal is not None:
+            raise _Quarantine("join", Rejection((ReasonCode.ORPHAN_FEEDBACK,), refusal, {}),
+                              event_id=event.event_id, tenant=event.tenant)
         result.feedback.append(feedback_row(event, record, correction=item.correction,
                                             comment=item.comment))
         example = self.join.feedback(event, correction=item.correction,

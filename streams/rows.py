@@ -36,6 +36,22 @@ ERROR_COLUMNS = (
 LEDGER_COLUMNS = (
     "source_topic", "source_partition", "source_offset", "event_id", "outcome", "reason",
 )
+#: The reason of a record whose row its table refused (see `streams.sink`). Not a
+#: `ReasonCode` of the record's content: the record was valid, its row could not be stored.
+UNSTORABLE = "unstorable"
+
+
+def storable(text: str) -> str:
+    """`text` as valid UTF-8: a lone surrogate (which JSON can carry) becomes `\\udXXX`.
+
+    clickhouse-connect encodes strings as strict UTF-8, so one such character made a whole
+    batch unstorable; the escaped form keeps what the sender wrote, readable.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 @dataclass(frozen=True)
@@ -90,10 +106,12 @@ def quarantine_row(
     record: Record, *, reasons: list[ReasonCode], scores: dict[str, float], detail: str,
     redacted_excerpt: str, event_id: UUID | None, tenant: str | None, at: datetime,
 ) -> tuple[Any, ...]:
+    # Quarantined input is hostile by definition: every text it gave is made storable.
     return (
-        record.record_id, event_id, tenant or "", record.topic, record.partition, record.offset,
-        [r.value for r in reasons], reasons[0].value, scores, detail[:4000],
-        redacted_excerpt, at,
+        record.record_id, event_id, storable(tenant or ""), record.topic, record.partition,
+        record.offset, [r.value for r in reasons], reasons[0].value,
+        {storable(k): v for k, v in scores.items()}, storable(detail[:4000]),
+        storable(redacted_excerpt), at,
     )
 
 
@@ -102,5 +120,5 @@ def error_row(
 ) -> tuple[Any, ...]:
     return (
         record.topic, record.partition, record.offset, event_id, stage, error_type,
-        message[:2000], datetime.now(UTC),
+        storable(message[:2000]), datetime.now(UTC),
     )

@@ -41,16 +41,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from prometheus_client import Gauge
 
 from deploy.clickhouse.client import get_client
-from streams.errors import WorkerError
+from streams.errors import SinkError, WorkerError
+from streams.faults import DELIVERY_TIMEOUT_MS, Deliveries, Throttle, retrying
 from streams.heap import settle_after_loading
-from streams.ingest_quarantine import IngestQuarantineReader
 from streams.join_state import load_pending, lookup_turns
 from streams.metrics import StreamMetrics
 from streams.pipeline import BatchResult, Logged, Processor
 from streams.pool import PreparePool
 from streams.quarantine import QuarantineProducer
+from streams.rejections import IngestRejections
 from streams.rows import Record
 from streams.sink import ClickHouseSink
 from streams.topics import CHAT_EVENTS, ERRORS, FEEDBACK_EVENTS, QUARANTINE
@@ -61,6 +63,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _LAG_INTERVAL_S = 5.0
+#: The worker's ClickHouse clients give up on one request after this long (a hung server
+#: must not hold the loop for clickhouse-connect's default of 300 s).
+_CLICKHOUSE_TIMEOUT_S = 60
+#: Name of the gauge `flywheel apps up` waits on (see `deploy.local.apps`).
+READY_METRIC = "flywheel_streams_ready"
 
 
 @dataclass
@@ -70,6 +77,7 @@ class _InFlight:
     inserted: Future[int]
     offsets: dict[tuple[str, int], int]
     ingest_offsets: dict[int, int]
+    deliveries: Deliveries
 
 
 class StreamWorker:
@@ -105,8 +113,14 @@ class StreamWorker:
         port = settings.metrics.port if metrics_port is None else metrics_port
         self._metrics_port = port if serve_metrics else 0
         self._land_ingest_rejections = land_ingest_rejections
-        self._ingest: IngestQuarantineReader | None = None
+        self._ingest: IngestRejections | None = None
         self.metrics = StreamMetrics()
+        registry = self.metrics.registry
+        self._ready = Gauge(READY_METRIC, "1 once the group assigned this worker its "
+                            "partitions (perhaps none) and it consumes them.", registry=registry)
+        self._paused_gauge = Gauge("flywheel_streams_paused", "1 while consumption is paused "
+                                   "because ClickHouse cannot take the rows read yet.",
+                                   registry=registry)
         self._pool = (PreparePool(self._options, chat_topic=chat_topic,
                                   feedback_topic=feedback_topic,
                                   processes=self._options.workers_processes)
@@ -115,17 +129,28 @@ class StreamWorker:
                                    feedback_topic=feedback_topic,
                                    prepare=self._pool.prepare if self._pool else None)
         self._stop = threading.Event()
+        self._stop_by_s: float | None = None  # when stopping: the end of the grace period
+        self._failed = False  # a flush failed: nothing may be committed any more
         self._offsets: dict[tuple[str, int], int] = {}
         self._logged: dict[tuple[str, int], dict[int, Logged]] = {}
+        self._assigned: set[tuple[str, int]] = set()
+        self._paused = False
         self._consumer: Consumer | None = None
         self._sink: ClickHouseSink | None = None
         self._client: Any = None
         self._sink_client: Any = None  # the sink thread's own: a client runs one query at a time
         self._inserting: ThreadPoolExecutor | None = None
         self._in_flight: _InFlight | None = None
+        self._deliveries = Deliveries()  # of the rows buffered now
+        self._to_commit: dict[tuple[str, int], int] = {}  # stored, commit not yet accepted
+        self._ingest_to_commit: dict[int, int] = {}
+        self._next_commit_s = 0.0
+        self._commit_delay_s = 0.2
         self._quarantine: QuarantineProducer | None = None
         self._errors: Producer | None = None
         self._last_lag_s = 0.0
+        self._last_full_lookup_s = float("-inf")
+        self._throttle = Throttle()
 
     @property
     def metrics_port(self) -> int:
@@ -139,10 +164,15 @@ class StreamWorker:
     def run(self) -> None:
         """Consume until `stop()` (or SIGTERM/SIGINT in the main thread); flush on the way out.
 
+        Outages of Kafka or ClickHouse do not end it: consumption pauses, commits wait, and
+        the loop goes on when they are back (see `streams.sink`, `streams.faults`).
+
         Raises:
-            WorkerError: Kafka or ClickHouse is unreachable at start.
-            SinkError: ClickHouse kept refusing a batch; offsets stay uncommitted, so a
-                restarted worker processes those records again.
+            WorkerError: Kafka or ClickHouse is unreachable at start, or Kafka reported a
+                fatal error.
+            SinkError: ClickHouse refused every part of a batch for a reason that is not
+                its data (no table); offsets stay uncommitted, so a restarted worker
+                processes those records again.
         """
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -154,35 +184,30 @@ class StreamWorker:
             self.processor.warm_up()  # models load now, not inside the first poll window
             if threading.current_thread() is threading.main_thread():
                 settle_after_loading()  # a process of its own (see streams.heap)
-            assert self._consumer is not None and self._sink is not None
             logger.info("stream worker started: group=%s topics=%s processes=%d",
                         self._group_id, self._topics, 1 + self._options.workers_processes)
             while not self._stop.is_set():
-                messages = self._consumer.consume(num_messages=self._options.poll_batch_max,
-                                                  timeout=0.2)
-                if messages:
-                    self._handle(messages)
-                if self._ingest is not None:
-                    rows = self._ingest.poll(max_records=self._options.poll_batch_max)
-                    if rows:
-                        self._sink.add_rows("quarantine", rows)
-                if self._sink.due():
-                    self._flush_and_commit(wait=False)
-                elif self._in_flight is not None and self._in_flight.inserted.done():
-                    self._finish_in_flight()
-                self._report_lag()
-            self._flush_and_commit()
+                self._step()
+            self._drain()
         finally:
             self._close()
         logger.info("stream worker stopped")
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    def _giving_up(self) -> bool:
+        """True once a stop was asked and its grace period is over."""
+        if not self._stop.is_set():
+            return False
+        if self._stop_by_s is None:
+            self._stop_by_s = time.monotonic() + self._options.shutdown_grace_s
+        return time.monotonic() > self._stop_by_s
+
     def _open(self) -> None:
         settings = self._settings
         try:
-            self._client = get_client(settings)
-            self._sink_client = get_client(settings)
+            self._client = get_client(settings, send_receive_timeout=_CLICKHOUSE_TIMEOUT_S)
+            self._sink_client = get_client(settings, send_receive_timeout=_CLICKHOUSE_TIMEOUT_S)
         except Exception as e:
             raise WorkerError(f"ClickHouse at {settings.clickhouse.http_url} is unreachable "
                               f"({e}); run `flywheel stack up clickhouse`") from e
@@ -191,11 +216,14 @@ class StreamWorker:
         self._sink = ClickHouseSink(
             self._sink_client, database=settings.clickhouse.database,
             batch_rows=options.sink_batch_rows, flush_interval_s=options.sink_flush_interval_s,
-            retry_max=options.sink_retry_max, metrics=self.metrics)
-        self._quarantine = QuarantineProducer(settings.kafka, producer_name="flywheel-streams",
-                                              topic=self._quarantine_topic)
+            retry_max=options.sink_retry_max, backoff_max_s=options.sink_backoff_max_s,
+            metrics=self.metrics, give_up=self._giving_up)
+        self._quarantine = QuarantineProducer(
+            settings.kafka, producer_name="flywheel-streams", topic=self._quarantine_topic,
+            config_overrides={"delivery.timeout.ms": DELIVERY_TIMEOUT_MS})
         self._errors = Producer({**settings.kafka.client_config(), "enable.idempotence": True,
-                                 "acks": "all"}, logger=logger)
+                                 "acks": "all", "delivery.timeout.ms": DELIVERY_TIMEOUT_MS},
+                                logger=logger)
         self._consumer = Consumer({
             **settings.kafka.client_config(),
             "group.id": self._group_id,
@@ -212,33 +240,117 @@ class StreamWorker:
             raise WorkerError(f"Kafka at {settings.kafka.bootstrap} is unreachable ({e}); "
                               "run `flywheel stack up kafka`") from e
         self._consumer.subscribe(list(self._topics), on_assign=self._on_assign,
-                                 on_revoke=self._on_revoke)
+                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
         if self._land_ingest_rejections:
-            self._ingest = IngestQuarantineReader(
+            self._ingest = IngestRejections(
                 settings, topic=self._quarantine_topic, group_id=self._group_id,
                 on_revoke=self._flush_and_commit, metrics=self.metrics)
             self._ingest.open()
         if self._metrics_port:
             self.metrics.serve(host=settings.metrics.host, port=self._metrics_port)
 
+    def _drain(self) -> None:
+        """The last flush and commit, within `shutdown_grace_s` of the stop."""
+        self._giving_up()  # starts the grace period
+        try:
+            self._flush_and_commit()
+        except (SinkError, WorkerError) as e:
+            self._failed = True
+            logger.error("the last flush did not finish (%s); its offsets stay uncommitted "
+                         "and a restarted worker reads those records again", e)
+
     def _close(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()
-        if self._pool is not None:
-            self._pool.close()
-        if self._ingest is not None:
-            self._ingest.close()
-        if self._quarantine is not None:
-            self._quarantine.close()
-        if self._errors is not None:
-            self._errors.flush(30)
-        if self._inserting is not None:
-            self._inserting.shutdown(wait=True)  # only after a failure can one be running
-        for client in (self._client, self._sink_client):
-            if client is not None:
-                client.close()
+        """Close everything, each step on its own: one failing must not skip the others."""
+        self._ready.set(0)
+        grace_s = self._options.shutdown_grace_s
+        steps: list[tuple[str, Any]] = [
+            ("consumer", self._consumer.close if self._consumer is not None else None),
+            ("prepare pool", self._pool.close if self._pool is not None else None),
+            ("quarantine reader", self._ingest.close if self._ingest is not None else None),
+            ("quarantine producer", (lambda: self._quarantine.close(grace_s))
+             if self._quarantine is not None else None),
+            ("errors producer", self._flush_errors_producer if self._errors else None),
+            # Only after a failure can an insert still be running.
+            ("sink thread", (lambda: self._inserting.shutdown(wait=True))
+             if self._inserting is not None else None),
+            ("ClickHouse client", self._client.close if self._client is not None else None),
+            ("sink's ClickHouse client",
+             self._sink_client.close if self._sink_client is not None else None),
+        ]
+        for name, close in steps:
+            if close is None:
+                continue
+            try:
+                close()
+            except Exception as e:  # noqa: BLE001 - the rest must close all the same
+                logger.error("closing the %s failed (%s: %s); closing the rest", name,
+                             type(e).__name__, e)
+
+    def _flush_errors_producer(self) -> None:
+        assert self._errors is not None
+        left = self._errors.flush(self._options.shutdown_grace_s)
+        if left:
+            raise WorkerError(f"{left} messages for {self._errors_topic} were not delivered; "
+                              "their offsets were not committed, so they are sent again")
 
     # -- the loop ------------------------------------------------------------------------
+
+    def _step(self) -> None:
+        assert self._sink is not None and self._errors is not None
+        self._settle()
+        # A whole batch waits behind a flush that cannot finish (ClickHouse is down or
+        # slow): stop reading, but keep polling, so the group keeps us and we keep up.
+        self._hold(self._in_flight is not None and self._sink.full())
+        messages = self._consume()
+        if messages:
+            self._handle(messages)
+        if self._ingest is not None and not self._paused:
+            try:
+                rows = self._ingest.poll(max_records=self._options.poll_batch_max)
+            except KafkaException as e:
+                self._throttle.warn("ingest", "reading the ingest's rejections failed (%s); "
+                                    "trying again", e)
+                rows = []
+            if rows:
+                self._sink.add_rows("quarantine", rows)
+        if self._in_flight is None and self._sink.due():
+            self._start_flush()
+        self._errors.poll(0)
+        self._report_lag()
+
+    def _consume(self) -> list[Any]:
+        assert self._consumer is not None
+        try:
+            return self._consumer.consume(num_messages=self._options.poll_batch_max,
+                                          timeout=0.2)
+        except KafkaException as e:
+            error = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+            if error is not None and error.fatal():
+                raise WorkerError(f"Kafka reported a fatal error ({error.str()}); the "
+                                  "worker restarts from its committed offsets") from e
+            self._throttle.warn("consume", "consuming failed (%s); trying again", e)
+            time.sleep(0.5)
+            return []
+
+    def _hold(self, hold: bool) -> None:
+        if hold == self._paused or self._consumer is None:
+            return
+        try:
+            partitions = self._consumer.assignment()
+            if hold:
+                self._consumer.pause(partitions)
+            else:
+                self._consumer.resume(partitions)
+        except KafkaException as e:
+            self._throttle.warn("pause", "pausing or resuming consumption failed: %s", e)
+            return
+        self._paused = hold
+        self._paused_gauge.set(1 if hold else 0)
+        if hold:
+            logger.warning("consumption paused: a batch of %d rows waits for the flush "
+                           "before it", self._sink.buffered_rows if self._sink else 0)
+        else:
+            logger.info("consumption resumed")
 
     def _handle(self, messages: list[Any]) -> None:
         started = time.perf_counter()
@@ -249,7 +361,8 @@ class StreamWorker:
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
-                    logger.warning("consumer error: %s", error.str())
+                    self._throttle.warn(f"consumer:{error.code()}", "consumer error: %s",
+                                        error.str())
                 continue
             record = Record.of(message)
             key = (record.topic, record.partition)
@@ -269,10 +382,13 @@ class StreamWorker:
 
     def _publish(self, result: BatchResult) -> None:
         assert self._sink is not None and self._quarantine is not None
+        deliveries = self._deliveries
         for quarantined in result.quarantined:
-            self._quarantine.send(quarantined)
+            deliveries.sent()
+            self._quarantine.send(quarantined,
+                                  on_delivery=lambda report: deliveries.delivered(report.ok))
         for row in result.errors:
-            self._send_error(row)
+            self._send_error(row, deliveries)
         self._sink.add(result)
         for (stage, outcome), count in result.counts.items():
             if stage == "sink":
@@ -285,71 +401,152 @@ class StreamWorker:
                 self.metrics.records_out.labels("quarantined").inc(count)
                 self.metrics.rejections.labels(stage, outcome).inc(count)
 
-    def _send_error(self, row: tuple[Any, ...]) -> None:
+    def _send_error(self, row: tuple[Any, ...], deliveries: Deliveries) -> None:
         assert self._errors is not None
         topic, partition, offset, event_id, stage, error_type, message, failed_at = row
         body = {"component": "streams.worker", "stage": stage, "error_type": error_type,
                 "message": message, "topic": topic, "partition": partition, "offset": offset,
                 "event_id": str(event_id) if event_id else None,
                 "failed_at": failed_at.isoformat()}
-        self._errors.produce(self._errors_topic, json.dumps(body).encode(), key=b"streams")
+        deliveries.sent()
+        self._errors.produce(self._errors_topic, json.dumps(body).encode(), key=b"streams",
+                             on_delivery=deliveries.on_kafka_report)
         self._errors.poll(0)
 
-    def _flush_and_commit(self, *, wait: bool = True) -> None:
-        """Quarantine and error topics first, then ClickHouse, then the offsets.
+    # -- flushes and commits ---------------------------------------------------------------
 
-        Args:
-            wait: return only once the rows are inserted and the offsets committed; with
-                False (the loop), the inserts run on the sink's thread and the commit
-                follows them (`_finish_in_flight`).
-        """
-        assert self._sink is not None and self._inserting is not None
-        self._finish_in_flight()
-        ingest_pending = self._ingest is not None and self._ingest.has_uncommitted
-        if not self._offsets and not self._sink.buffered_rows and not ingest_pending:
-            return
-        self._resolve_join()
-        assert self._quarantine is not None and self._errors is not None
-        self._quarantine.flush()
-        if self._errors.flush(30) > 0:
-            raise WorkerError("the errors topic did not take every message in 30 s; "
-                              "check the Kafka broker")
-        rows, offsets, self._offsets = self._sink.take(), self._offsets, {}
-        self._in_flight = _InFlight(
-            self._inserting.submit(self._sink.insert, rows), offsets,
-            self._ingest.take_offsets() if self._ingest is not None else {})
-        if wait:
-            self._finish_in_flight()
+    def _flush_and_commit(self) -> None:
+        """Land everything read so far and commit it; returns once done (or given up).
 
-    def _finish_in_flight(self) -> None:
-        """Wait for the flush in flight, if any, then commit the offsets behind its rows.
+        Used on revoke, on assign and at the end; the loop flushes without waiting.
 
         Raises:
-            SinkError: ClickHouse kept refusing its rows; nothing of it is committed.
+            SinkError, WorkerError: a flush failed or the stop's grace period ran out;
+                nothing more is committed.
         """
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is None:
+        if self._sink is None or self._failed:
             return
-        in_flight.inserted.result()
-        assert self._consumer is not None
-        if in_flight.offsets:
-            self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o
-                                           in in_flight.offsets.items()], asynchronous=False)
-            self.metrics.commits.inc()
-        if self._ingest is not None:
-            self._ingest.commit(in_flight.ingest_offsets)
+        self._settle(wait=True)
+        ingest_pending = self._ingest is not None and self._ingest.has_uncommitted
+        if self._offsets or self._sink.buffered_rows or ingest_pending:
+            self._start_flush()
+            self._settle(wait=True)
+        else:
+            self._commit()
+
+    def _start_flush(self) -> None:
+        """Take the buffered rows and insert them on the sink's thread."""
+        assert self._sink is not None and self._inserting is not None
+        self._resolve_join()
+        rows, offsets, self._offsets = self._sink.take(), self._offsets, {}
+        deliveries, self._deliveries = self._deliveries, Deliveries()
+        self._in_flight = _InFlight(
+            self._inserting.submit(self._sink.insert, rows), offsets,
+            self._ingest.take_offsets() if self._ingest is not None else {}, deliveries)
+
+    def _settle(self, *, wait: bool = False) -> None:
+        """Commit the flush in flight once its rows are in and its messages delivered.
+
+        Without `wait`, returns at once when it is not finished yet (and retries commits
+        that failed before).
+
+        Raises:
+            SinkError: the flush's inserts failed; nothing of it is committed, ever.
+            WorkerError: waiting, the stop's grace period ran out before Kafka took the
+                flush's messages.
+        """
+        in_flight = self._in_flight
+        if in_flight is None:
+            self._commit()
+            return
+        if not wait and not (in_flight.inserted.done() and in_flight.deliveries.done):
+            self._commit()
+            return
+        try:
+            in_flight.inserted.result()
+            while not in_flight.deliveries.done:
+                if self._giving_up():
+                    raise WorkerError("Kafka did not take the flush's quarantine and error "
+                                      "messages before the stop's grace period ended")
+                assert self._errors is not None
+                self._errors.poll(0.1)  # the quarantine producer polls on its own thread
+        except BaseException:
+            self._failed = True
+            self._in_flight = None
+            raise
+        self._in_flight = None
+        if in_flight.deliveries.failed:
+            logger.error("%d quarantine or error messages were refused by Kafka for good; "
+                         "their rows are in ClickHouse, their originals only in their topics",
+                         in_flight.deliveries.failed)
+        for key, offset in in_flight.offsets.items():
+            self._to_commit[key] = max(offset, self._to_commit.get(key, 0))
+        for partition, offset in in_flight.ingest_offsets.items():
+            self._ingest_to_commit[partition] = max(
+                offset, self._ingest_to_commit.get(partition, 0))
+        self._next_commit_s = 0.0
+        self._commit()
+
+    def _commit(self) -> None:
+        """Commit offsets whose rows are stored; a refused commit is tried again later.
+
+        Offsets of partitions this worker no longer owns are dropped: their next owner
+        reads those records again, and their rows collapse with ours under FINAL.
+        """
+        if self._failed or not (self._to_commit or self._ingest_to_commit):
+            return
+        now = time.monotonic()
+        if now < self._next_commit_s or self._consumer is None:
+            return
+        try:
+            owned = {k: o for k, o in self._to_commit.items() if k in self._assigned}
+            if owned:
+                self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o
+                                               in owned.items()], asynchronous=False)
+                self.metrics.commits.inc()
+            self._to_commit.clear()
+            if self._ingest is not None and self._ingest_to_commit:
+                self._ingest.commit(self._ingest_to_commit)
+            self._ingest_to_commit.clear()
+        except KafkaException as e:
+            self._throttle.warn("commit", "committing offsets failed (%s); the rows are "
+                                "stored, the commit is tried again", e)
+            self._next_commit_s = now + self._commit_delay_s
+            self._commit_delay_s = min(self._commit_delay_s * 2, self._options.sink_backoff_max_s)
+            return
+        self._commit_delay_s = 0.2
 
     def _resolve_join(self) -> None:
+        """Look up the turns of waiting feedback in the warehouse (bounded, see `join_state`).
+
+        New waiting feedback is looked up at once; all of it every `join_lookup_interval_s`.
+        A failed lookup is tried at a later flush: nothing expires meanwhile.
+        """
         join = self.processor.join
-        pending = join.pending
-        if pending:
-            turn_ids = sorted({str(p.event.turn_event_id) for p in pending})
-            turns, rejected = lookup_turns(self._client,
-                                           database=self._settings.clickhouse.database,
-                                           ids=turn_ids)
+        assert self._sink is not None
+        now = time.monotonic()
+        full = now - self._last_full_lookup_s >= self._options.join_lookup_interval_s
+        wanted = ({p.event.event_id for p in join.pending} if full else set(join.unlooked))
+        turn_ids = sorted({str(p.event.turn_event_id) for p in join.pending
+                           if p.event.event_id in wanted})
+        if turn_ids:
+            if self._sink.unreachable:
+                return
+            try:
+                turns, rejected = lookup_turns(self._client,
+                                               database=self._settings.clickhouse.database,
+                                               ids=turn_ids,
+                                               chunk_ids=self._options.join_lookup_chunk_ids)
+            except Exception as e:  # an outage: the feedback keeps waiting
+                self._throttle.warn("lookup", "looking up the turns of %d waiting feedback "
+                                    "events failed (%s); tried again at a later flush",
+                                    len(turn_ids), e)
+                return
+            join.unlooked -= wanted
+            if full:
+                self._last_full_lookup_s = now
             rows = join.resolve(turns, rejected)
             if rows:
-                assert self._sink is not None
                 self._sink.add_rows("examples", rows)
         join.expire()
         for outcome, count in join.counts.items():
@@ -373,15 +570,30 @@ class StreamWorker:
 
     # -- rebalances ----------------------------------------------------------------------
 
+    def _retrying(self, step: Any, what: str) -> Any:
+        return retrying(step, what=what, give_up=self._giving_up,
+                        backoff_max_s=self._options.sink_backoff_max_s, throttle=self._throttle)
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        committed = consumer.committed(partitions, timeout=30)
-        self._logged.update(self._ledger({(tp.topic, tp.partition): max(tp.offset, 0)
-                                          for tp in committed}))
+        self._assigned = {(tp.topic, tp.partition) for tp in partitions}
+        self._paused = False
+        self._paused_gauge.set(0)
+        # Rows read from partitions lost in an outage may still be buffered: they land
+        # (and commit, where they came back to us) before the ledger is read, so the
+        # replay of those records follows their logged outcome.
+        self._flush_and_commit()
+        committed = self._retrying(lambda: consumer.committed(partitions, timeout=10),
+                                   "reading the committed offsets")
+        self._logged.update(self._retrying(
+            lambda: self._ledger({(tp.topic, tp.partition): max(tp.offset, 0)
+                                  for tp in committed}), "reading the ledger"))
         feedback_topic = self._topics[1]
-        self.processor.join.restore(load_pending(
+        self.processor.join.restore(self._retrying(lambda: load_pending(
             self._client, database=self._settings.clickhouse.database, topic=feedback_topic,
             partitions=[tp.partition for tp in committed if tp.topic == feedback_topic],
-            ttl_s=self._options.join_ttl_s))
+            ttl_s=self._options.join_ttl_s, limit=self._options.join_max_pending),
+            "reading the waiting feedback"))
+        self._ready.set(1)
         logger.info("assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in committed])
 
     def _ledger(self, starts: dict[tuple[str, int], int]
@@ -413,8 +625,24 @@ class StreamWorker:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Our uncommitted offsets of these partitions must land and commit before another
         # worker starts on them.
+        self._ready.set(0)
         self._flush_and_commit()
+        self._forget(partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The group moved on without us (the broker was away longer than the session
+        # timeout): committing is refused now. The rows read from these partitions still
+        # land; their next owner, perhaps us again, reads the records again from the
+        # committed offsets and the ledger tells it what became of them.
+        self._ready.set(0)
+        logger.warning("lost partitions %s (the broker was unreachable for longer than "
+                       "streams.session_timeout_ms); rejoining the group",
+                       [(tp.topic, tp.partition) for tp in partitions])
+        self._forget(partitions)
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
+            self._assigned.discard((tp.topic, tp.partition))
             self._logged.pop((tp.topic, tp.partition), None)
             self.processor.forget_partition(tp.topic, tp.partition)
 

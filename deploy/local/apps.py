@@ -12,7 +12,14 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from deploy.local.service import Health, LaunchSpec, PortSpec, Service, http_health
+from deploy.local.service import (
+    Health,
+    LaunchSpec,
+    PortSpec,
+    Service,
+    http_health,
+    metric_health,
+)
 from deploy.settings import SETTINGS_ENV, env_var_for, settings_to_json
 
 if TYPE_CHECKING:
@@ -28,12 +35,17 @@ class AppSpec:
     health_path: str | None
     port_field: tuple[str, str] | None
     startup_timeout_s: float = 120.0
+    #: A gauge at `health_path` that must read 1 (a Prometheus endpoint answers long
+    #: before the process is ready); None: any 200 is healthy.
+    ready_metric: str | None = None
 
 
 #: In start order: the stream worker first (it creates nothing others need), the trainer
 #: last (it is the slowest to import).
 APPS: tuple[AppSpec, ...] = (
-    AppSpec("streams-worker", ("streams", "worker"), "/metrics", ("metrics", "port")),
+    # Healthy once its consumer is assigned and consuming (streams.worker.READY_METRIC).
+    AppSpec("streams-worker", ("streams", "worker"), "/metrics", ("metrics", "port"),
+            ready_metric="flywheel_streams_ready"),
     AppSpec("ingest", ("ingest", "serve"), "/healthz", ("ingest", "port")),
     AppSpec("alerts-receiver", ("alerts", "receiver"), "/healthz",
             ("monitoring", "receiver_port")),
@@ -45,7 +57,9 @@ APPS: tuple[AppSpec, ...] = (
 
 
 class AppService(Service):
-    """One Flywheel command under supervision."""
+    """One Flywheel command under supervision, started again by its keeper when it dies."""
+
+    restart_on_exit = True
 
     def __init__(self, settings: FlywheelSettings, spec: AppSpec) -> None:
         super().__init__(settings)
@@ -81,6 +95,8 @@ class AppService(Service):
         if self.spec.health_path is None:
             # No endpoint of its own: alive is all a supervisor can tell.
             return Health(True, "running (no health endpoint)")
+        if self.spec.ready_metric is not None:
+            return metric_health(self.address + self.spec.health_path, self.spec.ready_metric)
         return http_health(self.address + self.spec.health_path)
 
     def launch_spec(self) -> LaunchSpec:

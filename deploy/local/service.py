@@ -52,6 +52,8 @@ class Service(abc.ABC):
     name: str
     #: Seconds `up` waits for a fresh process to become healthy.
     startup_timeout_s: float = 120.0
+    #: Run under a keeper that starts the process again when it dies (deploy.local.keeper).
+    restart_on_exit: bool = False
 
     def __init__(self, settings: FlywheelSettings) -> None:
         self.settings = settings
@@ -98,6 +100,11 @@ class Service(abc.ABC):
     def pid_path(self) -> Path:
         return self.settings.state_path / "run" / f"{self.name}.pid"
 
+    @property
+    def keeper_path(self) -> Path:
+        """The keeper's state (restarts, last exit code) when `restart_on_exit` is set."""
+        return self.settings.state_path / "run" / f"{self.name}.keeper.json"
+
 
 def port_is_listening(host: str, port: int, *, timeout_s: float = 0.5) -> bool:
     """True when something accepts TCP connections on host:port."""
@@ -117,3 +124,26 @@ def http_health(url: str, *, expect_status: int = 200, timeout_s: float = 2.0) -
     if response.status_code != expect_status:
         return Health(False, f"{url} answered {response.status_code}: {response.text[:200]}")
     return Health(True, f"{url} ok")
+
+
+def metric_health(url: str, metric: str, *, timeout_s: float = 2.0) -> Health:
+    """Healthy when the Prometheus text at `url` has `metric` (unlabelled) at 1.
+
+    For a process whose readiness is a state it reaches after start, not the start
+    itself: the stream worker serves /metrics before its group assigned it partitions.
+    """
+    try:
+        response = httpx.get(url, timeout=timeout_s)
+    except httpx.HTTPError as e:
+        return Health(False, f"{url}: {type(e).__name__}: {e}".strip(": "))
+    if response.status_code != 200:
+        return Health(False, f"{url} answered {response.status_code}")
+    for line in response.text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == metric:
+            try:
+                ready = float(value) == 1.0
+            except ValueError:
+                break
+            return Health(ready, f"{url} ok" if ready else f"{metric} is {value.strip()}")
+    return Health(False, f"{url} has no {metric} yet")

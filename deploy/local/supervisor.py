@@ -4,6 +4,9 @@ Each local service runs in its own session (process group) with its output appen
 `<state_dir>/logs/<name>.log` and its pid recorded in `<state_dir>/run/<name>.pid`
 together with the process start time, so a recycled pid is never mistaken for ours.
 There is no daemon: `up` starts what is missing or dead, `status` reports, `down` stops.
+A service with `restart_on_exit` (every Flywheel process) runs under a keeper
+(`deploy.local.keeper`) that starts it again, with backoff, whenever it dies; its
+restarts show in `status` and in the keeper's metrics file.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.errors import PortInUseError, StackError
+from deploy.local.keeper import KeeperState
 from deploy.local.service import Health, Service, port_is_listening
 
 logger = logging.getLogger(__name__)
@@ -116,9 +121,19 @@ class Supervisor:
                 "not running" + self._last_exit_hint(service),
             )
         health = service.check_health()
+        detail = health.detail
+        keeper = self.keeper_of(service)
+        if keeper is not None and keeper.restarts:
+            detail += (f"; restarted {keeper.restarts} times, last exit code "
+                       f"{keeper.last_exit_code} (see {service.log_path})")
         return ServiceStatus(
-            service.name, pid, service.address, False, True, health.healthy, health.detail
+            service.name, pid, service.address, False, True, health.healthy, detail
         )
+
+    @staticmethod
+    def keeper_of(service: Service) -> KeeperState | None:
+        """What the keeper of a `restart_on_exit` service saw, or None."""
+        return KeeperState.read(service.keeper_path) if service.restart_on_exit else None
 
     def status(self) -> list[ServiceStatus]:
         return [self.status_of(s) for s in self.services]
@@ -189,6 +204,11 @@ class Supervisor:
 
     def _launch(self, service: Service) -> subprocess.Popen[bytes]:
         spec = service.launch_spec()
+        argv = spec.argv
+        if service.restart_on_exit:
+            service.keeper_path.unlink(missing_ok=True)  # a fresh count for a fresh start
+            argv = [sys.executable, "-m", "deploy.local.keeper", "--name", service.name,
+                    "--state", str(service.keeper_path), "--", *argv]
         service.state_dir.mkdir(parents=True, exist_ok=True)
         service.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **spec.env}
@@ -198,7 +218,7 @@ class Supervisor:
             log.flush()
             try:
                 process = subprocess.Popen(
-                    spec.argv,
+                    argv,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -224,6 +244,16 @@ class Supervisor:
                 )
             if process is None and not service.external and self.pid_of(service) is None:
                 raise StackError(f"{service.name} died; see {service.log_path}")
+            keeper = self.keeper_of(service) if process is not None else None
+            if keeper is not None and keeper.restarts and process is not None:
+                # It died before it was ever healthy: a crash loop, not a blip to ride out.
+                self._stop(service, process.pid)
+                service.pid_path.unlink(missing_ok=True)
+                raise StackError(
+                    f"{service.name} exited with code {keeper.last_exit_code} while "
+                    f"starting. Last lines of {service.log_path}:\n"
+                    f"{tail(service.log_path, 15)}"
+                )
             health = service.check_health()
             if health.healthy:
                 return health

@@ -38,6 +38,43 @@ class Topics:
                 "--quarantine-topic", self.quarantine, "--errors-topic", self.errors]
 
 
+def fast_worker_settings(settings: FlywheelSettings, **streams: Any) -> FlywheelSettings:
+    """`settings` with a stream worker tuned for tests: small batches, short timeouts."""
+    options = {"cap_min_records": 1_000_000, "sink_flush_interval_s": 0.3,
+               "poll_batch_max": 200, "sink_batch_rows": 500, "session_timeout_ms": 6000,
+               "max_record_bytes": 1_048_576, **streams}
+    return settings.model_copy(update={"streams": settings.streams.model_copy(update=options)})
+
+
+def committed_offsets(settings: FlywheelSettings, group: str, topic: str, *,
+                      partitions: int) -> dict[int, int]:
+    """The group's committed offset per partition of `topic` (-1001: none)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    reader = Consumer({**settings.kafka.client_config(), "group.id": group})
+    try:
+        found = reader.committed([TopicPartition(topic, p) for p in range(partitions)],
+                                 timeout=30)
+        return {tp.partition: tp.offset for tp in found}
+    finally:
+        reader.close()
+
+
+def assert_conserved(produced: Produced, outcome: dict[str, Any]) -> None:
+    """Every event sent landed in exactly one table, once (by event id, under FINAL)."""
+    from collections import Counter
+
+    ids: Counter[uuid.UUID] = Counter(outcome["curated"])
+    ids.update(r[0] for r in outcome["quarantine"] if r[0] is not None)
+    ids.update(e for e in outcome["errors"] if e is not None)
+    sent = produced.chat_ids + produced.feedback_ids
+    missing = [i for i in sent if ids[i] == 0]
+    twice = [i for i, n in ids.items() if n > 1]
+    assert not missing, f"{len(missing)} events never landed"
+    assert not twice, f"{len(twice)} events landed twice"
+    assert landed_total(outcome) == produced.total
+
+
 def create_topics(settings: FlywheelSettings, base: str, *, partitions: int = 3) -> Topics:
     topics = Topics(f"{base}_chat", f"{base}_fb", f"{base}_q", f"{base}_err")
     admin = AdminClient(settings.kafka.client_config())

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 from deploy.errors import PortInUseError, StackError
+from deploy.local.keeper import KeeperState, backoff_s
 from deploy.local.service import Health, LaunchSpec, PortSpec, Service, http_health
 from deploy.local.supervisor import Supervisor, _group_alive
 from deploy.settings import FlywheelSettings
+from tests.deploy.local.polling import wait_for
 
 
 def _free_port() -> int:
@@ -127,3 +129,66 @@ def test_a_service_that_exits_while_starting_reports_its_log(tmp_path: Path) -> 
 def test_unknown_service_name_lists_the_known_ones(supervisor: Supervisor) -> None:
     with pytest.raises(StackError, match="the stack has: web"):
         supervisor.get("nope")
+
+
+class KeptHttpService(HttpService):
+    """The same server, run under a keeper that starts it again when it dies."""
+
+    restart_on_exit = True
+
+
+@pytest.fixture
+def kept(tmp_path: Path) -> Iterator[Supervisor]:
+    settings = FlywheelSettings(state_dir=tmp_path)
+    sup = Supervisor([KeptHttpService(settings, port=_free_port())], stop_timeout_s=5)
+    yield sup
+    sup.down()
+
+
+def _keeper(sup: Supervisor) -> KeeperState:
+    state = sup.keeper_of(sup.services[0])
+    assert state is not None
+    return state
+
+
+def test_a_kept_service_killed_with_sigkill_is_started_again_and_counted(
+    kept: Supervisor,
+) -> None:
+    keeper_pid = kept.up()[0].pid
+    first = _keeper(kept).child_pid
+    assert first is not None and first != keeper_pid
+    os.kill(first, signal.SIGKILL)
+    assert wait_for(lambda: (s := _keeper(kept)).restarts == 1 and s.child_pid not in
+                    (None, first), timeout_s=20)
+    assert wait_for(lambda: kept.status()[0].healthy, timeout_s=20)
+    row = kept.status()[0]
+    assert row.pid == keeper_pid  # nobody ran `up` again
+    assert "restarted 1 times" in row.detail and "-9" in row.detail
+    metrics = kept.services[0].keeper_path.with_suffix(".prom").read_text()
+    assert 'flywheel_process_restarts_total{process="web"} 1' in metrics
+
+
+def test_down_stops_a_kept_service_for_good(kept: Supervisor) -> None:
+    pid = kept.up()[0].pid
+    assert pid is not None
+    kept.down()
+    assert not _group_alive(pid)
+    assert kept.status()[0].pid is None and _keeper(kept).restarts == 0
+
+
+def test_a_kept_service_that_dies_while_starting_reports_its_exit_code(tmp_path: Path) -> None:
+    settings = FlywheelSettings(state_dir=tmp_path)
+    service = KeptHttpService(settings, port=_free_port(), crash=True)
+    sup = Supervisor([service], stop_timeout_s=5)
+    with pytest.raises(StackError, match="exited with code 3") as info:
+        sup.up()
+    assert "boom" in str(info.value)
+    assert sup.status()[0].pid is None  # not left restarting in a loop
+
+
+@pytest.mark.parametrize(("deaths", "expected_s"), [(1, 1.0), (2, 2.0), (3, 4.0), (6, 30.0),
+                                                    (50, 30.0)])
+def test_the_restart_backoff_doubles_with_each_quick_death_up_to_its_cap(
+    deaths: int, expected_s: float,
+) -> None:
+    assert backoff_s(deaths, minimum_s=1.0, maximum_s=30.0) == expected_s
