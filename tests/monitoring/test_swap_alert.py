@@ -28,19 +28,20 @@ from deploy.settings import SETTINGS_ENV, FlywheelSettings, settings_to_json
 from inference.client import TritonChat
 from inference.controller import run_controller
 from inference.events import ModelPublishedProducer
+from inference.gateway.server import free_port
 from inference.repository import adapter_sha256, next_version
-from inference.swap import ALERT_SWAP_FAILED, SwapController
+from inference.swap import ALERT_NAMES, ALERT_SWAP_FAILED, SwapController
+from inference.watchdog import ALERT_NOT_SERVING
 from monitoring.alertmanager import AlertmanagerClient
 from monitoring.alerts import AlertSink
+from monitoring.platform_alerts import PlatformAlerts, runbook_of
 from monitoring.receiver import build_receiver_app
-from schemas import DatasetSnapshot, ModelPublished
+from schemas import Alert, DatasetSnapshot, ModelPublished, Severity
 from streams.topics import MODELS_PUBLISHED, ensure_topics
 from tests.deploy.local.polling import wait_for
-from tests.inference.conftest import tiny_adapter, tiny_base  # noqa: F401 - fixtures
+from tests.inference.conftest import read_topic, tiny_adapter, tiny_base  # noqa: F401
 from tests.monitoring.conftest import ServerThread
 from trainer.publish import record_version
-
-pytestmark = pytest.mark.integration
 
 
 def published(model: str, version: int, adapter: Path, *, sha256: str, base: Path
@@ -83,6 +84,7 @@ def setup(
         shutil.rmtree(settings.triton_model_repository() / name, ignore_errors=True)
 
 
+@pytest.mark.integration
 def test_refused_versions_reach_alertmanager_the_alerts_table_the_cli_and_model_versions(
     setup: tuple[FlywheelSettings, Any], tiny_base: Path, tiny_adapter: Path,  # noqa: F811
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -155,3 +157,39 @@ def test_refused_versions_reach_alertmanager_the_alerts_table_the_cli_and_model_
     assert versions[tampered][0] == "refused" and "sha256" in versions[tampered][1]
     with TritonChat(settings.triton.grpc_address, model=model) as chat:
         assert chat.complete("user: still there?").adapter_id == "base"
+
+
+PLATFORM_ALERTS = [*ALERT_NAMES, ALERT_NOT_SERVING, "FlywheelAutomaticAction"]
+
+
+@pytest.mark.parametrize("name", PLATFORM_ALERTS)
+def test_every_alert_a_flywheel_process_raises_has_a_runbook_with_the_usual_sections(
+    name: str,
+) -> None:
+    runbook = Path(__file__).resolve().parents[2] / runbook_of(name)
+    assert runbook.is_file(), f"write {runbook}"
+    text = runbook.read_text()
+    for heading in ("## What it means", "## First checks", "## Mitigation", "## Escalation"):
+        assert heading in text, f"{runbook} lacks {heading}"
+
+
+@pytest.mark.integration
+def test_a_platform_alert_is_stored_directly_when_alertmanager_is_unreachable(
+    warehouse: Any, monitoring_settings: FlywheelSettings, alerts_topic: str,
+) -> None:
+    host = monitoring_settings.alertmanager.host
+    down = monitoring_settings.model_copy(update={"alertmanager": monitoring_settings
+                                                  .alertmanager.model_copy(
+                                                      update={"port": free_port(host)})})
+    sender = PlatformAlerts(down, fallback_topic=alerts_topic)
+    try:
+        sender.send(Alert(name=ALERT_SWAP_FAILED, status="firing", severity=Severity.CRITICAL,
+                          summary="m version 9 was not deployed (publish): a test",
+                          labels={"model": "m", "version": "9"}))
+    finally:
+        sender.close()
+
+    rows = warehouse.query("SELECT name, runbook_url, labels['version'] FROM alerts").result_rows
+    assert rows == [(ALERT_SWAP_FAILED, f"docs/runbooks/{ALERT_SWAP_FAILED}.md", "9")]
+    found = read_topic(monitoring_settings, alerts_topic, until=lambda got: len(got) >= 1)
+    assert [a.name for a in found] == [ALERT_SWAP_FAILED]
