@@ -72,6 +72,10 @@ class Accounts:
             for u in settings.clickhouse.users
         }
 
+    def known(self, user: str) -> bool:
+        """Whether `user` names an account."""
+        return user in self._accounts
+
     def authenticate(self, user: str, password: str) -> ClickHouseUser:
         """The account `user` when `password` is its password.
 

@@ -35,8 +35,9 @@ class ServerMetrics:
         self.sessions = Gauge(f"{_PREFIX}_sessions", "Open HTTP sessions.",
                               registry=self.registry)
         self.auth_failures = Counter(
-            f"{_PREFIX}_auth_failures", "Requests refused for their credentials, by the user "
-            "name they gave (never the password).", ["user"], registry=self.registry)
+            f"{_PREFIX}_auth_failures", "Requests refused for their credentials, by account "
+            "('(unknown)' for a name that is none; never the password).", ["user"],
+            registry=self.registry)
         self.refused_connections = Counter(
             f"{_PREFIX}_refused_connections", "Connections closed at once, by reason.",
             ["reason"], registry=self.registry)

@@ -157,7 +157,8 @@ class ClickHouseFront:
                            request.client.host if request.client else "?")
             raise
         content_type = request.headers.get("content-type", "")
-        form_text, external = b"", ()
+        form_text: bytes = b""
+        external: tuple[ExternalTable, ...] = ()
         if content_type.lower().startswith("multipart/form-data"):
             form_text, external = await self._read_form(request, params)
         pieces = self._body(request) if not content_type.lower().startswith(
@@ -169,7 +170,10 @@ class ClickHouseFront:
         try:
             account = self.accounts.authenticate(user, password)
         except ServerError:
-            self.metrics.auth_failures.labels(user[:64]).inc()
+            # Only account names as labels: names an attacker makes up would grow the
+            # metric without bound.
+            self.metrics.auth_failures.labels(
+                user if self.accounts.known(user) else "(unknown)").inc()
             logger.warning("authentication failed for user %r from %s", user[:64],
                            request.client.host if request.client else "?")
             raise

@@ -124,6 +124,11 @@ def test_no_credentials_or_another_scheme_is_never_the_admin(
     failures = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                 if line.startswith("flywheel_clickhouse_http_auth_failures_total{")]
     assert sum(failures) == 4
+    for i in range(20):  # made-up names do not each get a metric series
+        httpx.post(server.url, content="SELECT 1", auth=(f"nobody{i}", "x"))
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'auth_failures_total{user="(unknown)"} 20.0' in metrics
+    assert "nobody" not in metrics
     log = (server.settings.state_path / "clickhouse.log").read_text()
     assert "authentication failed for user 'default'" in log
     assert stored_password(server.settings.state_path, "default") not in log
@@ -178,6 +183,36 @@ def test_an_analyst_query_is_bounded_and_cannot_lift_its_limits(
     assert lifted.headers.get("X-ClickHouse-Exception-Code") == "164"
     rows = httpx.post(server.url, auth=analyst(server), content="SELECT * FROM numbers(1000)")
     assert rows.headers.get("X-ClickHouse-Exception-Code") == "396", rows.text[:200]
+
+
+def test_an_account_runs_at_most_its_concurrent_queries(
+    own_server: Callable[..., OwnServer]
+) -> None:
+    users = [ClickHouseUser(name="default"),
+             ClickHouseUser(name="analyst", readonly=True, max_concurrent_queries=2)]
+    server = own_server(users=users)
+    server.start()
+    answers: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def slow() -> None:
+        response = httpx.post(server.url, auth=analyst(server), timeout=30,
+                              content="SELECT sleep(2)")
+        with lock:
+            answers.append(response)
+
+    threads = [threading.Thread(target=slow) for _ in range(4)]
+    for t in threads:
+        t.start()
+        time.sleep(0.2)
+    admin = httpx.post(server.url, auth=admin_auth(server.settings), content="SELECT 7")
+    for t in threads:
+        t.join()
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [200, 200, 503, 503], [r.text[:100] for r in answers]
+    assert all(r.headers["X-ClickHouse-Exception-Code"] == "202" for r in answers
+               if r.status_code == 503)
+    assert admin.text == "7\n"  # another account is not held up
 
 
 def test_a_query_stops_when_its_client_goes_away(own_server: Callable[..., OwnServer]) -> None:
