@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.local.apps import APPS, build_apps
+from deploy.local.apps import APPS, AppService, build_apps
 from deploy.local.stack import build_apps_supervisor
 from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings, settings_to_json
@@ -70,3 +70,15 @@ def test_apps_logs_prints_the_end_of_a_process_log_and_names_the_processes(
     assert result.exit_code != 0  # `flywheel` prints the StackError's message and exits 1
     message = str(result.exception)
     assert "'stream-worker'" in message and "streams-worker" in message and "gateway" in message
+
+
+def test_the_worker_is_healthy_by_the_gauge_it_sets_once_assigned_and_every_app_is_kept(
+    settings: FlywheelSettings,
+) -> None:
+    from streams.worker import READY_METRIC
+
+    apps = {s.name: s for s in build_apps(settings)}
+    worker = apps["streams-worker"]
+    assert isinstance(worker, AppService)
+    assert worker.spec.ready_metric == READY_METRIC
+    assert all(app.restart_on_exit for app in apps.values())
