@@ -142,7 +142,7 @@ def create_app(
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         # Starlette's own answers (404, 405) in OpenAI's shape too.
-        return _error(exc.status_code, str(exc.detail), headers=exc.headers)
+        return _error(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
 
     async def read_json(request: Request) -> tuple[bytes, Any]:
         body = await read_body(request, max_body_bytes=options.max_body_bytes,
