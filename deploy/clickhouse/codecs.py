@@ -45,8 +45,8 @@ def iter_decoded(body: bytes, encoding: str, *, max_size_bytes: int,
         return
     pieces = _DECODERS.get(encoding)
     if pieces is None:
-        raise ServerError(NOT_IMPLEMENTED, f"Unknown Content-Encoding {encoding!r}; use gzip, "
-                          "deflate, zstd, lz4 or br")
+        raise ServerError(NOT_IMPLEMENTED, f"Unknown Content-Encoding {encoding[:40]!r}; use "
+                          "one of gzip, deflate, zstd, lz4 or br", http_status=415)
     total = 0
     try:
         for piece in pieces(body, piece_bytes):

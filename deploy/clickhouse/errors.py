@@ -82,9 +82,21 @@ _CODE_RE = re.compile(r"Code: (\d+)\.")
 _NAME_RE = re.compile(r"\(([A-Z][A-Z0-9_]+)\)")
 
 
+# Codes that mean the server, not the request, failed: these stay 500s. ClickHouse
+# answers 500 for every code it does not map; the front answers 400 for the rest,
+# since they describe the query (a bad cast, a missing column, a type mismatch...),
+# and no bad input may get a 5xx.
+SERVER_FAULT_CODES = frozenset({
+    24, 49, 74, 75, 173, 210, 236, 241, 243, 394, 425, 999, 1000, 1001, 1002,
+})
+
+
 def http_status_for(code: int) -> int:
-    """The HTTP status ClickHouse sends for an exception code (500 when not special)."""
-    return _STATUS_BY_CODE.get(code, 500)
+    """The HTTP status for an exception code: ClickHouse's own where it maps the code,
+    500 for a server fault, else 400."""
+    if code in _STATUS_BY_CODE:
+        return _STATUS_BY_CODE[code]
+    return 500 if code in SERVER_FAULT_CODES else 400
 
 
 class ClickHouseError(FlywheelError):

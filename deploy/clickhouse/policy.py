@@ -138,11 +138,13 @@ class StatementPolicy:
 
 
 def _canonical(handle: Handle, sql: bytes) -> str:
-    text = sql.decode("utf-8", "surrogateescape")
     try:
-        literal = quote_value(text)
-    except UnicodeEncodeError as e:
-        raise ServerError(62, "The query is not valid UTF-8", name="SYNTAX_ERROR") from e
+        text = sql.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ServerError(62, f"The statement is not valid UTF-8 (byte {e.start}); write "
+                          "binary values as escapes ('\\xFF') or send them as data with "
+                          "INSERT ... FORMAT", name="SYNTAX_ERROR") from e
+    literal = quote_value(text)
     out = handle.query(f"SELECT formatQuery({literal})", "TSVRaw").data
     return out.decode("utf-8", "replace")
 
