@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from streams.names import redact_names
-from streams.pii_numbers import cards, ibans, phones, ssns
+from streams.pii_numbers import cards, ibans, number_windows, phones, ssns
 from streams.pii_view import View, view_of
 
 # Secrets first: a token can contain digit runs that look like phones or cards.
@@ -68,6 +68,8 @@ _EMAIL = re.compile(
     r"(?:[^\W\d_]{2,63}|xn--[a-z0-9-]{1,59})(?![\w-])"
 )
 _AT_SIGNS = ("@", "\uff20", "\ufe6b")
+_EMAIL_LOCAL_MAX = 256
+_EMAIL_DOMAIN_MAX = 256
 _IPV4 = re.compile(
     r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
     r"(?![\d.]\d)", re.ASCII,
@@ -208,22 +210,46 @@ def _find(text: str, *, prefilter: bool = True) -> list[tuple[int, int, str]]:
             text = text[:start] + "\x00" * (end - start) + text[end:]
 
     if "@" in text or not prefilter:
-        take((m.start(), m.end(), "email") for m in _EMAIL.finditer(text))
+        take(_emails(text) if prefilter else
+             ((m.start(), m.end(), "email") for m in _EMAIL.finditer(text)))
     digits = _ascii_digit_count(text) if prefilter else 99
+    # Each number detector reads only around the digits (the masks above hold none).
+    windows = number_windows(text) if prefilter else [(0, len(text))]
     if digits >= 8:
-        take(ibans(text))
+        take(ibans(text, windows))
+        windows = number_windows(text) if prefilter else windows
     if digits >= 13:
-        take(cards(text))
+        take(cards(text, windows))
     if digits >= 9:
-        take(ssns(text))
+        take(ssns(text, windows))
     if digits >= 4 and ("." in text or not prefilter):
-        take((m.start(), m.end(), "ip") for m in _IPV4.finditer(text))
+        take((m.start(), m.end(), "ip") for start, end in windows
+             for m in _IPV4.finditer(text, start, end))
     if ":" in text or not prefilter:
         take((m.start(), m.end(), "ip") for m in _IPV6.finditer(text))
     if digits >= 7:
-        take(phones(text))
+        take(phones(text, windows))
     spans.sort()
     return spans
+
+
+def _emails(text: str) -> Iterator[tuple[int, int, str]]:
+    """Emails, read only around each `@` (at most 256 characters either side)."""
+    done = 0
+    at = text.find("@")
+    while at >= 0:
+        start = at  # back to where the local part starts
+        while start > done and at - start < _EMAIL_LOCAL_MAX and _is_local(text[start - 1]):
+            start -= 1
+        for match in _EMAIL.finditer(text, start, at + _EMAIL_DOMAIN_MAX):
+            if match.start() <= at < match.end():
+                yield match.start(), match.end(), "email"
+                done = match.end()
+        at = text.find("@", max(at + 1, done))
+
+
+def _is_local(char: str) -> bool:
+    return char.isalnum() or char in "._%+'-"
 
 
 def _replace(text: str, view: View, spans: list[tuple[int, int, str]],

@@ -17,7 +17,9 @@ well-kept libraries rather than rules of our own where one exists:
   shape (9-15 digits); a bare run of 10 digits or `415 5552671` only when it is a valid
   North American number (so unix timestamps, which start with 1, are not phones).
 
-Every function takes the folded text (`streams.pii_view`) and returns spans in it.
+Every function takes the folded text (`streams.pii_view`) and the windows of it that hold
+digits (`number_windows`), and returns spans in the text: a chat turn of 400 words with
+one phone number is read by these patterns only around that number.
 """
 
 from __future__ import annotations
@@ -31,8 +33,25 @@ from stdnum import luhn as _luhn
 from stdnum.us import ssn as _ssn
 
 Span = tuple[int, int, str]
+Window = tuple[int, int]
 
-_IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}(?=[ -]?[A-Za-z0-9])")
+# Digits and what joins the digits of one number; a window ends at anything else.
+_NUMBER_WINDOW = re.compile(r"[0-9](?:[0-9 \t\r\n./()+-]*[0-9])?\)?")
+
+
+def number_windows(text: str) -> list[Window]:
+    """Where numbers are in `text`: (start, end) of each run of digits and separators,
+    with the characters the patterns look at around them (a `+` or `(` before, one
+    character after for their lookahead)."""
+    windows = []
+    for match in _NUMBER_WINDOW.finditer(text):
+        start = match.start()
+        while start > 0 and match.start() - start < 2 and text[start - 1] in "+( \t":
+            start -= 1
+        windows.append((start, min(len(text), match.end() + 1)))
+    return windows
+
+_IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}")
 _IBAN_MAX = 34
 # Digit groups joined by one separator: spaces, a dash, dot or slash, or a line break.
 _SEPARATOR = r"(?:[ \t]*(?:\r?\n|\r)[ \t]*|[ \t]?[./-][ \t]?|[ \t]{1,2})"
@@ -51,9 +70,10 @@ _PHONE_RUN = re.compile(
     r"(?![\w]|[.,/-]?[0-9])")
 
 
-def ibans(text: str) -> Iterator[Span]:
+def ibans(text: str, windows: list[Window]) -> Iterator[Span]:
     """IBANs (mod-97 and country format), written compact or in groups, any case."""
-    for match in _IBAN_START.finditer(text):
+    # An IBAN's first digits follow its two-letter country code, just before a window.
+    for match in _runs(_IBAN_START, text, [(max(0, a - 2), b) for a, b in windows]):
         start = match.start()
         compact: list[str] = []
         ends: list[int] = []
@@ -94,9 +114,17 @@ def _issuer_ok(digits: str) -> bool:
     return False
 
 
-def cards(text: str) -> Iterator[Span]:
+def _runs(pattern: re.Pattern[str], text: str, windows: list[Window]
+          ) -> Iterator[re.Match[str]]:
+    # Lookbehinds see the text before a window; lookaheads stop at its end, which is one
+    # character past the digits.
+    for start, end in windows:
+        yield from pattern.finditer(text, start, end)
+
+
+def cards(text: str, windows: list[Window]) -> Iterator[Span]:
     """Payment card numbers: 13-19 digits passing Luhn and an issuer range."""
-    for run in _CARD_RUN.finditer(text):
+    for run in _runs(_CARD_RUN, text, windows):
         groups = [(g.start(), g.end()) for g in _GROUP.finditer(run.group())]
         if sum(e - s for s, e in groups) < 13:
             continue
@@ -131,22 +159,20 @@ def _card_window(run: str, groups: list[tuple[int, int]], first: int) -> int | N
     return best
 
 
-def ssns(text: str) -> Iterator[Span]:
+def ssns(text: str, windows: list[Window]) -> Iterator[Span]:
     """US social security numbers: grouped 3-2-4, or 9 bare digits after an SSN cue."""
-    for match in _SSN_SEPARATED.finditer(text):
+    for match in _runs(_SSN_SEPARATED, text, windows):
         if _ssn.is_valid(match.group(1) + match.group(3) + match.group(4)):
             yield match.start(), match.end(), "ssn"
-    if _SSN_CUE.search(text) is None:
-        return
-    for match in _SSN_BARE.finditer(text):
+    for match in _runs(_SSN_BARE, text, windows):
         before = text[max(0, match.start() - _SSN_CUE_CHARS):match.start()]
         if _SSN_CUE.search(before) is not None and _ssn.is_valid(match.group()):
             yield match.start(), match.end(), "ssn"
 
 
-def phones(text: str) -> Iterator[Span]:
+def phones(text: str, windows: list[Window]) -> Iterator[Span]:
     """Phone numbers (see the module's docstring for which shapes count)."""
-    for run in _PHONE_RUN.finditer(text):
+    for run in _runs(_PHONE_RUN, text, windows):
         raw = run.group()
         tokens = [(g.start(), g.end()) for g in _GROUP.finditer(raw)]
         if sum(e - s for s, e in tokens) < 7:
