@@ -189,7 +189,7 @@ def _may_hold_numbers_or_emails(text: str, has_digit: bool) -> bool:
 
 
 def _ascii_digit_count(text: str) -> int:
-    data = text.encode("utf-8")
+    data = text.encode("utf-8", "surrogatepass")  # a lone surrogate can come from JSON
     return len(data) - len(data.translate(None, _ASCII_DIGITS))
 
 

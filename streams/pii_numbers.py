@@ -41,14 +41,14 @@ _NUMBER_WINDOW = re.compile(r"[0-9](?:[0-9 \t\r\n./()+-]*[0-9])?\)?")
 
 def number_windows(text: str) -> list[Window]:
     """Where numbers are in `text`: (start, end) of each run of digits and separators,
-    with the characters the patterns look at around them (a `+` or `(` before, one
-    character after for their lookahead)."""
+    with the characters the patterns look at around them (a `+` or `(` before, two
+    characters after for their lookaheads)."""
     windows = []
     for match in _NUMBER_WINDOW.finditer(text):
         start = match.start()
         while start > 0 and match.start() - start < 2 and text[start - 1] in "+( \t":
             start -= 1
-        windows.append((start, min(len(text), match.end() + 1)))
+        windows.append((start, min(len(text), match.end() + 2)))
     return windows
 
 _IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}")
@@ -116,8 +116,8 @@ def _issuer_ok(digits: str) -> bool:
 
 def _runs(pattern: re.Pattern[str], text: str, windows: list[Window]
           ) -> Iterator[re.Match[str]]:
-    # Lookbehinds see the text before a window; lookaheads stop at its end, which is one
-    # character past the digits.
+    # Lookbehinds see the text before a window; lookaheads stop at its end, two characters
+    # past the digits (which no pattern can consume: each continuation needs a digit).
     for start, end in windows:
         yield from pattern.finditer(text, start, end)
 

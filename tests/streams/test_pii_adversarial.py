@@ -103,3 +103,12 @@ def test_nine_bare_digits_without_an_ssn_cue_are_left_alone() -> None:
 
 def test_an_iban_with_a_wrong_check_is_left_alone() -> None:
     assert redact("ref DE88 3704 0044 0532 0130 00").counts["iban"] == 0
+
+
+def test_a_lone_surrogate_in_the_text_does_not_stop_redaction() -> None:
+    # JSON can carry one (issue 17, item 1); the detector must still run around it.
+    assert redact("x \ud800 card 4111 1111 1111 1111 \ud800").text == "x \ud800 card [CARD] \ud800"
+
+
+def test_a_number_glued_to_a_decimal_comma_is_not_cut_out_of_it() -> None:
+    assert redact("total 415 555 2671,5 units").counts["phone"] == 0
