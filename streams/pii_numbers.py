@@ -131,7 +131,8 @@ def cards(text: str, windows: list[Window]) -> Iterator[Span]:
         base = run.start()
         i = 0
         while i < len(groups):
-            found = _card_window(run.group(), groups, i)
+            found = None if _after_point(run.group(), groups, i) else _card_window(
+                run.group(), groups, i)
             if found is None:
                 i += 1
                 continue
@@ -139,14 +140,29 @@ def cards(text: str, windows: list[Window]) -> Iterator[Span]:
             i = found + 1
 
 
+def _after_point(run: str, groups: list[tuple[int, int]], first: int) -> bool:
+    """True when group `first` follows a `.`: the decimals of a number (0.4375791111971886),
+    not the start of a card or phone (a dotted one, 4111.1111..., starts at its first group)."""
+    return first > 0 and "." in run[groups[first - 1][1]:groups[first][0]]
+
+
+_CARD_GROUPINGS = frozenset({(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 4), (4, 4, 5),
+                             (4, 4, 4, 1), (4, 4, 4, 2), (4, 4, 4, 3)})
+
+
 def _card_window(run: str, groups: list[tuple[int, int]], first: int) -> int | None:
     """The last group of the longest card starting at group `first`, if any."""
     digits = ""
     best = None
+    sizes: list[int] = []
+    dotted = False
     for last in range(first, len(groups)):
         start, end = groups[last]
         size = end - start
-        joined_by_line = last > first and "\n" in run[groups[last - 1][1]:start]
+        between = run[groups[last - 1][1]:start] if last > first else ""
+        joined_by_line = "\n" in between
+        dotted = dotted or "." in between
+        sizes.append(size)
         # Cards are grouped by 4 (Amex 4-6-5): a group of 1 or 2 digits, unless a line
         # break cut it, is a date or a list, not part of a card.
         if size < 3 and last > first and not joined_by_line and last + 1 < len(groups):
@@ -154,7 +170,9 @@ def _card_window(run: str, groups: list[tuple[int, int]], first: int) -> int | N
         digits += run[start:end]
         if len(digits) > 19:
             break
-        if len(digits) >= 13 and _issuer_ok(digits) and _luhn.is_valid(digits):
+        # Dots also write decimals (389.0380478981916): dotted, only a card's own grouping.
+        if (len(digits) >= 13 and (not dotted or tuple(sizes) in _CARD_GROUPINGS)
+                and _issuer_ok(digits) and _luhn.is_valid(digits)):
             best = last
     return best
 
@@ -179,7 +197,7 @@ def phones(text: str, windows: list[Window]) -> Iterator[Span]:
             continue
         i = 0
         while i < len(tokens):
-            last = _phone_window(raw, tokens, i)
+            last = None if _after_point(raw, tokens, i) else _phone_window(raw, tokens, i)
             if last is None:
                 i += 1
                 continue
@@ -219,7 +237,9 @@ def _is_phone(raw: str, tokens: list[tuple[int, int]], first: int, last: int) ->
         # A national number with its trunk prefix: 020 7946 0958, 06 12 34 56 78, 07...
         return len(groups) == 1 or (2 <= sizes[0] <= 5 and min(sizes) >= 2)
     if sizes in ([10], [3, 7], [11], [1, 3, 7], [3, 3, 4]):
-        return _valid_north_american(digits)
+        # 415.5552671 is as likely a decimal number: a dot joins only the 3-3-4 form.
+        dotted = "." in raw[tokens[first][0]:tokens[last][1]]
+        return not dotted and _valid_north_american(digits)
     return False
 
 
