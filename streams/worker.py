@@ -48,6 +48,7 @@ from streams.errors import SinkError, WorkerError
 from streams.faults import DELIVERY_TIMEOUT_MS, Deliveries, Throttle, retrying
 from streams.heap import settle_after_loading
 from streams.join_state import load_pending, lookup_turns
+from streams.ledger import logged_outcomes
 from streams.metrics import StreamMetrics
 from streams.pipeline import BatchResult, Logged, Processor
 from streams.pool import PreparePool
@@ -134,7 +135,7 @@ class StreamWorker:
         self._offsets: dict[tuple[str, int], int] = {}
         self._logged: dict[tuple[str, int], dict[int, Logged]] = {}
         self._assigned: set[tuple[str, int]] = set()
-        self._paused = False
+        self._paused: list[TopicPartition] = []  # what `_hold` paused, to resume exactly
         self._consumer: Consumer | None = None
         self._sink: ClickHouseSink | None = None
         self._client: Any = None
@@ -186,8 +187,14 @@ class StreamWorker:
                 settle_after_loading()  # a process of its own (see streams.heap)
             logger.info("stream worker started: group=%s topics=%s processes=%d",
                         self._group_id, self._topics, 1 + self._options.workers_processes)
-            while not self._stop.is_set():
-                self._step()
+            try:
+                while not self._stop.is_set():
+                    self._step()
+            except BaseException:
+                # Offsets of records read before the failure may be recorded already: the
+                # shutdown path (close -> revoke) must not commit them.
+                self._failed = True
+                raise
             self._drain()
         finally:
             self._close()
@@ -333,18 +340,23 @@ class StreamWorker:
             return []
 
     def _hold(self, hold: bool) -> None:
-        if hold == self._paused or self._consumer is None:
+        if hold == bool(self._paused) or self._consumer is None:
             return
         try:
-            partitions = self._consumer.assignment()
             if hold:
+                partitions = self._consumer.assignment()
+                if not partitions:
+                    return
                 self._consumer.pause(partitions)
+                self._paused = partitions
             else:
-                self._consumer.resume(partitions)
+                # Exactly what was paused: the assignment may have changed since (a pause
+                # outlives losing and getting back a partition in librdkafka).
+                self._consumer.resume(self._paused)
+                self._paused = []
         except KafkaException as e:
             self._throttle.warn("pause", "pausing or resuming consumption failed: %s", e)
             return
-        self._paused = hold
         self._paused_gauge.set(1 if hold else 0)
         if hold:
             logger.warning("consumption paused: a batch of %d rows waits for the flush "
@@ -576,17 +588,17 @@ class StreamWorker:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned = {(tp.topic, tp.partition) for tp in partitions}
-        self._paused = False
-        self._paused_gauge.set(0)
+        self._resume(consumer, partitions)
         # Rows read from partitions lost in an outage may still be buffered: they land
         # (and commit, where they came back to us) before the ledger is read, so the
         # replay of those records follows their logged outcome.
         self._flush_and_commit()
         committed = self._retrying(lambda: consumer.committed(partitions, timeout=10),
                                    "reading the committed offsets")
-        self._logged.update(self._retrying(
-            lambda: self._ledger({(tp.topic, tp.partition): max(tp.offset, 0)
-                                  for tp in committed}), "reading the ledger"))
+        self._logged.update(self._retrying(lambda: logged_outcomes(
+            self._client, database=self._settings.clickhouse.database,
+            starts={(tp.topic, tp.partition): max(tp.offset, 0) for tp in committed}),
+            "reading the ledger"))
         feedback_topic = self._topics[1]
         self.processor.join.restore(self._retrying(lambda: load_pending(
             self._client, database=self._settings.clickhouse.database, topic=feedback_topic,
@@ -595,32 +607,6 @@ class StreamWorker:
             "reading the waiting feedback"))
         self._ready.set(1)
         logger.info("assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in committed])
-
-    def _ledger(self, starts: dict[tuple[str, int], int]
-                ) -> dict[tuple[str, int], dict[int, Logged]]:
-        """Per partition, the outcomes a previous run logged from its start offset on.
-
-        One query for every partition assigned (a rebalance can hand over dozens).
-        """
-        logged: dict[tuple[str, int], dict[int, Logged]] = {key: {} for key in starts}
-        if not starts:
-            return logged
-        keys = list(starts)
-        rows = self._client.query(
-            f"SELECT source_topic, source_partition, source_offset, outcome, reason "
-            f"FROM {self._settings.clickhouse.database}.stream_ledger FINAL "
-            "WHERE (source_topic, source_partition) IN {keys:Array(Tuple(String, UInt32))} "
-            "AND source_offset >= {starts:Array(UInt64)}"
-            "[indexOf({keys:Array(Tuple(String, UInt32))}, (source_topic, source_partition))]",
-            parameters={"keys": keys, "starts": [starts[k] for k in keys]}).result_rows
-        for topic, partition, offset, outcome, reason in rows:
-            logged[(topic, int(partition))][int(offset)] = Logged(outcome, reason)
-        for (topic, partition), offsets in logged.items():
-            if offsets:
-                logger.info("%s[%d]: %d records from offset %d have a logged outcome; "
-                            "their replay follows it", topic, partition, len(offsets),
-                            starts[(topic, partition)])
-        return logged
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Our uncommitted offsets of these partitions must land and commit before another
@@ -640,7 +626,19 @@ class StreamWorker:
                        [(tp.topic, tp.partition) for tp in partitions])
         self._forget(partitions)
 
+    def _resume(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Clear a pause of these partitions: librdkafka keeps it across a reassignment,
+        and a partition paused before it was lost came back paused, never to be read."""
+        try:
+            consumer.resume(partitions + self._paused)
+        except KafkaException as e:
+            logger.warning("resuming %d partitions failed: %s", len(partitions), e)
+        self._paused = []
+        self._paused_gauge.set(0)
+
     def _forget(self, partitions: list[TopicPartition]) -> None:
+        if self._consumer is not None:
+            self._resume(self._consumer, partitions)
         for tp in partitions:
             self._assigned.discard((tp.topic, tp.partition))
             self._logged.pop((tp.topic, tp.partition), None)

@@ -66,10 +66,16 @@ def test_three_kills_a_minute_without_the_broker_and_one_without_clickhouse_lose
         state = supervisor.keeper_of(service)
         return state.restarts if state is not None else 0
 
+    def curated() -> int:
+        return len(landed(client, settings, TOPICS)["curated"])
+
     for kill in range(KILLS):
         parts.append(produce_conversations(settings, TOPICS, conversations=400,
                                            seed=100 + kill))
         assert wait_for(lambda: supervisor.status_of(service).healthy, timeout_s=120)
+        # Killed mid-stream: once it made progress, with most of the records still to come.
+        before = curated()
+        assert wait_for(lambda b=before: curated() >= b + 100, timeout_s=120)
         state = supervisor.keeper_of(service)
         assert state is not None and state.child_pid is not None
         os.kill(state.child_pid, signal.SIGKILL)
