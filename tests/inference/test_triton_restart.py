@@ -25,16 +25,19 @@ from pathlib import Path
 import httpx
 import pytest
 import tritonclient.grpc as grpcclient
+from typer.testing import CliRunner
 
+from deploy.cli import app
 from deploy.errors import StackError
 from deploy.local.supervisor import Supervisor
-from deploy.settings import FlywheelSettings
+from deploy.settings import SETTINGS_ENV, FlywheelSettings, settings_to_json
 from inference.controller import run_controller
 from inference.gateway.server import gateway_in_thread
 from inference.routing import read_routing
 from inference.swap import SwapController
 from inference.watchdog import ALERT_NOT_SERVING
 from monitoring.alertmanager import AlertmanagerClient
+from monitoring.status import gather_status
 from streams.topics import CHAT_EVENTS, MODELS_PUBLISHED
 from tests.inference.conftest import add_adapter_version
 
@@ -209,3 +212,22 @@ def test_after_triton_is_killed_the_live_version_serves_again_without_any_comman
     assert (last_status, last_body["status"], last_body["live_version"]) == (200, "ok", live)
     assert read_routing(swap_settings.triton_model_repository(), model).live == live  # type: ignore[union-attr]
     assert ALERT_NOT_SERVING in seen.alert_names
+
+
+def test_flywheel_status_says_not_serving_while_triton_has_no_ready_model(
+    running: Callable[..., Supervisor], settings: FlywheelSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    running("triton")  # up, with no model of this name: what a restart leaves
+    absent = settings.model_copy(update={
+        "model": settings.model.model_copy(update={"name": f"absent-{uuid.uuid4().hex[:8]}"})})
+
+    status = gather_status(absent)
+
+    assert status.serving is not None and status.serving["state"] == "not serving"
+    assert "has no ready" in status.serving["reason"]
+    assert any(p.startswith(f"{absent.model.name} is not serving") for p in status.problems)
+    monkeypatch.setenv(SETTINGS_ENV, settings_to_json(absent))
+    shown = CliRunner().invoke(app, ["status"], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0, shown.output
+    assert "not serving" in shown.output
