@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaError
 
 from deploy.settings import FlywheelSettings
 from inference.canary import ArmStats, GatewayStats, Thresholds, Verdict, judge
-from inference.errors import CanaryError, InferenceError, SwapError
+from inference.errors import CanaryError, InferenceError, SwapError, TritonUnavailableError
 from inference.repository import adapter_sha256, read_metadata, versions, write_version
 from inference.routing import Routing, read_routing
 from inference.swap import SwapController, SwapResult
@@ -140,7 +140,10 @@ def handle_published(
 ) -> SwapResult | None:
     """Deploy one published version; a failure is alerted and logged, never raised.
 
-    With a canary share set and `stats` given, the version runs as a canary first.
+    With a canary share set and `stats` given, the version runs as a canary first. While
+    Triton is unreachable or restarted without the model, the deploy waits and retries
+    (the watchdog brings the live version back) for up to `inference.load_timeout_s`:
+    an outage is no reason to refuse a version.
     """
     if event.model != controller.model:
         return None
@@ -156,14 +159,30 @@ def handle_published(
         except SwapError:
             pass
         return None
-    try:
-        if stats is not None and controller.settings.inference.canary_share > 0:
-            run_canary(controller, event.version, stats=stats, stop=stop)
+    inference = controller.settings.inference
+    deadline = time.monotonic() + inference.load_timeout_s
+    while True:
+        try:
+            if stats is not None and inference.canary_share > 0:
+                run_canary(controller, event.version, stats=stats, stop=stop)
+                return None
+            return controller.deploy(event.version, reason="publish")
+        except TritonUnavailableError as e:
+            if time.monotonic() > deadline or (stop is not None and stop.is_set()):
+                logger.error("publish of %s v%s not deployed: Triton stayed unavailable "
+                             "(%s); deploy it with `flywheel models promote %s`",
+                             event.model, event.version, e, event.version)
+                return None
+            logger.warning("publish of %s v%s waits for Triton: %s", event.model,
+                           event.version, e)
+            wait_s = max(1.0, inference.serving_check_interval_s)
+            if stop is not None:
+                stop.wait(wait_s)
+            else:
+                time.sleep(wait_s)
+        except InferenceError as e:
+            logger.error("publish of %s v%s not deployed: %s", event.model, event.version, e)
             return None
-        return controller.deploy(event.version, reason="publish")
-    except InferenceError as e:
-        logger.error("publish of %s v%s not deployed: %s", event.model, event.version, e)
-        return None
 
 
 def run_controller(

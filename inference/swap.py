@@ -206,8 +206,10 @@ class SwapController:
 
         Raises:
             SwapError: the version is unknown or failed to load or warm up; the old
-                version keeps serving and an alert was sent.
-            TritonUnavailableError: Triton cannot be reached.
+                version keeps serving, an alert was sent and model_versions says
+                `refused`.
+            TritonUnavailableError: Triton cannot be reached or has not got the model
+                loaded (a restart); nothing is refused, deploy again once it serves.
         """
         started = time.perf_counter()
         with self._lock():
@@ -227,7 +229,11 @@ class SwapController:
                     self.reject(version, old, str(e), reason)
                 self._reload(version, old=old, reason=reason)
                 reloaded = True
-            except (SwapError, TritonUnavailableError) as e:
+            except TritonUnavailableError:
+                # Not the version's fault (Triton down, or restarted without the model):
+                # the caller retries once the watchdog has the live version back.
+                raise
+            except SwapError as e:
                 self.reject(version, old, str(e), reason)
             # Every other instance follows before its next batch; a reload starts on it.
             write_active_version(self.repo, self.model, version)
@@ -282,7 +288,10 @@ class SwapController:
             write_canary_model(self.repo, self.model, version)
             try:
                 self._load(version, model=canary)
-            except (SwapError, TritonUnavailableError) as e:
+            except TritonUnavailableError:
+                self._unload(canary)
+                raise
+            except SwapError as e:
                 self._unload(canary)
                 self.reject(version, routing.live, str(e), "canary")
             routing = write_routing(self.repo, self.model,
@@ -398,6 +407,8 @@ class SwapController:
         except (SwapError, TritonUnavailableError) as e:
             write_active_version(self.repo, self.model, old)
             set_loaded_versions(self.repo, self.model, [old])
+            if isinstance(e, TritonUnavailableError):
+                raise
             self.reject(version, old, str(e), reason)
 
     def _record(self, write: Callable[[], object]) -> None:

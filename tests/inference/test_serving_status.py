@@ -21,7 +21,7 @@ import tritonclient.grpc as grpcclient
 from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings
 from inference.client import TritonChat
-from inference.errors import SwapError
+from inference.errors import SwapError, TritonUnavailableError
 from inference.gateway.server import free_port
 from inference.repository import adapter_sha256, version_dir
 from inference.routing import read_routing
@@ -264,3 +264,24 @@ def test_restore_reloads_the_live_version_after_triton_lost_the_model(
     with TritonChat(settings.triton.grpc_address, model=controller.model) as chat:
         assert chat.complete("user: back?").adapter_id == "adapter-restore"
     assert statuses(client, settings)[version] == "serving"
+
+
+def test_a_deploy_while_triton_is_unreachable_raises_and_refuses_nothing(
+    warehouse: tuple[Any, FlywheelSettings], tiny_base: Path, tiny_adapter: Path,
+) -> None:
+    client, settings = warehouse
+    to_base(client, settings).start()
+    version = add_adapter_version(settings, settings.model.name, tiny_base, tiny_adapter,
+                                  adapter_id="adapter-outage")
+    publish_row(client, settings, version, train_rows=3)
+    down = settings.model_copy(update={
+        "triton": settings.triton.model_copy(update={"grpc_port": free_port()})})
+    alerts: list[Any] = []
+    controller = SwapController(down, alert_sink=alerts.append)
+
+    with pytest.raises(TritonUnavailableError):
+        controller.deploy(version)
+
+    assert statuses(client, settings) == {1: "serving", version: "published"}
+    assert alerts == []  # the watchdog's FlywheelModelNotServing covers an outage
+    assert read_routing(controller.repo, controller.model).live == 1  # type: ignore[union-attr]
