@@ -90,9 +90,8 @@ class Keeper:
         self._stable_s = stable_s
         self._stopping = threading.Event()
         self._child: subprocess.Popen[bytes] | None = None
-        previous = KeeperState.read(state_path)
-        # The counter survives a restart of the keeper itself (`apps up` after `down`).
-        self.state = KeeperState(name, restarts=previous.restarts if previous else 0)
+        # Counts from 0 for each `apps up`, as any Prometheus counter does after a restart.
+        self.state = KeeperState(name)
 
     def stop(self, *_: object) -> None:
         """Stop restarting; pass SIGTERM to the command (it may have had it already)."""
