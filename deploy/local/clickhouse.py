@@ -13,6 +13,9 @@ class ClickHouseService(Service):
 
     name = "clickhouse"
     startup_timeout_s = 60.0
+    # A Flywheel process: if it dies, its keeper starts it again (chDB's folder lock
+    # goes with the dead process, and every acknowledged insert is on disk).
+    restart_on_exit = True
 
     @property
     def external(self) -> bool:
