@@ -57,7 +57,9 @@ def dispatcher(settings: FlywheelSettings, *, sink: AlertSink) -> ActionDispatch
         from inference.swap import SwapController
 
         # The controller records the switch in model_versions (`rolled_back` / `serving`).
-        result = SwapController(settings, model=model).rollback()
+        # A rollback that fails raises FlywheelModelSwapFailed like the controller's swaps.
+        result = SwapController(settings, model=model,
+                                alert_sink=announcements.send).rollback()
         logger.warning("rolled back %s from version %d: %s", model, version, result)
 
     def promoted_at(model: str, version: int) -> datetime | None:
