@@ -41,7 +41,7 @@ from schemas.errors import FieldProblem, SchemaValidationError
 from schemas.feedback import FeedbackEvent
 from schemas.platform import ReasonCode
 from streams.errors import DeliveryError, EnqueueTimeoutError, IngressRefusedError
-from streams.ingress import ApiKeys, decode_json, read_body
+from streams.ingress import ApiKeys, RefusalCounter, decode_json, read_body
 from streams.producer import ChatEventProducer, EventProducer, FeedbackProducer
 from streams.quarantine import QuarantineProducer
 
@@ -94,6 +94,7 @@ def create_app(settings: FlywheelSettings) -> FastAPI:
                           "Ingest request latency, Kafka acknowledgement included.", ["route"],
                           registry=registry,
                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+    refusals = RefusalCounter(registry, service="ingest")
     app.mount("/metrics", make_asgi_app(registry=registry))
 
     def parse(model: type[Contract], body: bytes, *, batch: bool) -> list[Contract]:
@@ -145,6 +146,7 @@ def create_app(settings: FlywheelSettings) -> FastAPI:
 
     async def answer(request: Request, model: type[Contract], *, batch: bool) -> JSONResponse:
         if not keys.authorized(request):
+            refusals.count(request.url.path, 401, "auth")
             return JSONResponse(
                 {"errors": [_problem("(auth)", "missing or wrong API key; send "
                                      "'Authorization: Bearer KEY' or 'X-API-Key: KEY' "
@@ -158,6 +160,7 @@ def create_app(settings: FlywheelSettings) -> FastAPI:
             events = parse(model, body, batch=batch)
             accepted = await deliver(model, events)
         except IngressRefusedError as refused:
+            refusals.count(request.url.path, refused.status, refused.problems[0].code)
             content: dict[str, Any] = {
                 "errors": [_problem(p.field, p.message, p.code) for p in refused.problems]}
             # A 413's body is kept as far as it was read, with the size it declared.

@@ -15,7 +15,8 @@ refuse them the same way, so a client sees one rule everywhere:
   duplicated key, the last value wins, as in Python's `json`.
 
 What happens after decoding (422 field errors on the ingest, OpenAI's 400 on the gateway)
-is each service's own; `IngressRefusedError` carries the answer up to it.
+is each service's own; `IngressRefusedError` carries the answer up to it. Both count their
+refusals in one metric, `flywheel_ingress_refused_total{service, route, status, code}`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import hmac
 from collections.abc import Sequence
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import SecretStr
 from pydantic_core import from_json
 from starlette.requests import Request
@@ -54,6 +56,20 @@ class ApiKeys:
         encoded = candidate.encode("utf-8", "replace")
         # Every key is compared, so the time taken does not say which one was close.
         return sum(hmac.compare_digest(encoded, key) for key in self._keys) > 0
+
+
+class RefusalCounter:
+    """`flywheel_ingress_refused_total`: refused requests by service, route, status and code."""
+
+    def __init__(self, registry: CollectorRegistry, *, service: str) -> None:
+        self._service = service
+        self._counter = Counter(
+            "flywheel_ingress_refused", "Requests an ingress refused (4xx), by service, route, "
+            "status and the first problem's code.", ["service", "route", "status", "code"],
+            registry=registry)
+
+    def count(self, route: str, status: int, code: str) -> None:
+        self._counter.labels(self._service, route, str(status), code).inc()
 
 
 async def read_body(request: Request, *, max_body_bytes: int, setting: str) -> bytes:

@@ -56,7 +56,7 @@ from schemas import ChatEvent, FeedbackEvent
 from schemas.chat import Role
 from schemas.platform import ReasonCode
 from streams.errors import IngressRefusedError, StreamsError
-from streams.ingress import ApiKeys, decode_json, read_body
+from streams.ingress import ApiKeys, RefusalCounter, decode_json, read_body
 from streams.producer import ChatEventProducer, DeliveryReport, FeedbackProducer
 from streams.quarantine import QuarantineProducer
 
@@ -133,7 +133,12 @@ def create_app(
     feedback_total = Counter(
         FEEDBACK_METRIC, "Feedback on answers, by the version that answered.",
         ["model", "version", "negative"], registry=registry)
+    refusals = RefusalCounter(registry, service="gateway")
     app.mount("/metrics", make_asgi_app(registry=registry))
+
+    def refused_as(route: str, path: str, status: int, code: str) -> None:
+        requests_total.labels(route, str(status)).inc()
+        refusals.count(path, status, code)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -190,16 +195,16 @@ def create_app(
     async def chat_completions(request: Request) -> Any:
         started = time.perf_counter()
         if not keys.authorized(request):
-            requests_total.labels("chat", "401").inc()
+            refused_as("chat", request.url.path, 401, "auth")
             return _error(401, _UNAUTHORIZED, kind="authentication_error")
         try:
             _raw, document = await read_json(request)
             body = ChatRequest.model_validate(document)
         except IngressRefusedError as refused:
-            requests_total.labels("chat", str(refused.status)).inc()
+            refused_as("chat", request.url.path, refused.status, refused.problems[0].code)
             return _refusal(refused)
         except ValidationError as e:
-            requests_total.labels("chat", "400").inc()
+            refused_as("chat", request.url.path, 400, "invalid")
             return _error(400, _explain(e.errors()))
         conversation_id = body.conversation_id or uuid.uuid4().hex
         turn = len(body.messages) - 1
@@ -209,11 +214,11 @@ def create_app(
                 text=body.messages[-1].content, tenant=options.tenant,
                 metadata=dict(body.metadata))
         except ValidationError as e:
-            requests_total.labels("chat", "400").inc()
+            refused_as("chat", request.url.path, 400, "invalid")
             return _error(400, _explain(e.errors()))
         prompt = render_prompt(body.messages)
         if len(prompt) > options.max_prompt_chars:
-            requests_total.labels("chat", "400").inc()
+            refused_as("chat", request.url.path, 400, "prompt_too_long")
             return _error(400, f"the messages make a prompt of {len(prompt):,} characters; "
                           f"at most {options.max_prompt_chars:,} (inference.max_prompt_chars): "
                           "send fewer or shorter messages", param="messages")
@@ -228,7 +233,7 @@ def create_app(
             # The user sees what the warehouse records: control characters replaced.
             answer = dataclasses.replace(answer, text=clean_answer(answer.text))
         except BadRequestError as e:
-            requests_total.labels("chat", "400").inc()
+            refused_as("chat", request.url.path, 400, "bad_request")
             return _error(400, str(e))
         except TritonUnavailableError as e:
             requests_total.labels("chat", "503").inc()
@@ -264,7 +269,7 @@ def create_app(
     @app.post("/v1/feedback", response_model=None)
     async def post_feedback(request: Request) -> Any:
         if not keys.authorized(request):
-            requests_total.labels("feedback", "401").inc()
+            refused_as("feedback", request.url.path, 401, "auth")
             return _error(401, _UNAUTHORIZED, kind="authentication_error")
         raw = b""
         try:
@@ -272,12 +277,12 @@ def create_app(
             body = FeedbackRequest.model_validate(document)
             event = FeedbackEvent(tenant=options.tenant, **body.model_dump())
         except IngressRefusedError as refused:
-            requests_total.labels("feedback", str(refused.status)).inc()
+            refused_as("feedback", request.url.path, refused.status, refused.problems[0].code)
             kept = await quarantined(request, raw or refused.partial,
                                      refused.reason or ReasonCode.SCHEMA_VIOLATION, str(refused))
             return _refusal(refused, extra=kept)
         except ValidationError as e:
-            requests_total.labels("feedback", "400").inc()
+            refused_as("feedback", request.url.path, 400, "invalid")
             message = _explain(e.errors())
             kept = await quarantined(request, raw, ReasonCode.SCHEMA_VIOLATION, message)
             return _error(400, message, extra=kept)

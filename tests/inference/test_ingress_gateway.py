@@ -167,3 +167,16 @@ def test_a_feedback_comment_with_a_control_character_gets_400_and_is_quarantined
         until=lambda ps: any(str(p.record_id) == record_id for p in ps),
     ) if str(p.record_id) == record_id]
     assert record.topic == "gateway:/v1/feedback" and record.reasons[0].value == "schema_violation"
+
+
+def test_refusals_are_counted_like_the_ingests(gateway: httpx.Client) -> None:
+    gateway.post("/v1/chat/completions", content=b"[" * 300)
+    messages = [{"role": "user", "content": "z" * 900}] * 3
+    gateway.post("/v1/chat/completions", json={**CHAT, "messages": messages})
+
+    text = gateway.get("/metrics/").text
+
+    assert ('flywheel_ingress_refused_total{code="not_json",route="/v1/chat/completions",'
+            'service="gateway",status="400"}') in text
+    assert ('flywheel_ingress_refused_total{code="prompt_too_long",'
+            'route="/v1/chat/completions",service="gateway",status="400"}') in text

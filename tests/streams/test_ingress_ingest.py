@@ -199,3 +199,15 @@ def test_of_a_duplicated_key_the_last_value_counts(client: TestClient) -> None:
 
     assert response.status_code == 422
     assert [e["field"] for e in response.json()["errors"]] == ["role"]
+
+
+def test_refusals_are_counted_by_service_route_status_and_code(client: TestClient) -> None:
+    client.post("/v1/events/feedback", content=b"[" * 300, headers=BEARER)
+    client.post("/v1/events/feedback", json=feedback(), headers={"X-API-Key": "wrong"})
+
+    text = client.get("/metrics/").text
+
+    assert ('flywheel_ingress_refused_total{code="not_json",route="/v1/events/feedback",'
+            'service="ingest",status="400"}') in text
+    assert ('flywheel_ingress_refused_total{code="auth",route="/v1/events/feedback",'
+            'service="ingest",status="401"}') in text
