@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from deploy.cli import app, console, get_settings
@@ -128,7 +129,7 @@ def status(ctx: typer.Context) -> None:
     console.print(services)
     if s.consumer_lag:
         console.print("consumer lag: " + ", ".join(f"{t}={n}" for t, n in s.consumer_lag.items()))
-    console.print(f"serving: {s.serving or 'no version marked serving'}")
+    console.print(f"serving: {_serving_line(s.serving)}")
     console.print(f"last training: {s.last_training or 'none'}")
     console.print(f"last evaluation: {s.last_evaluation or 'none'}")
     if s.alerts:
@@ -140,3 +141,16 @@ def status(ctx: typer.Context) -> None:
         console.print("no firing alerts")
     for problem in s.problems:
         console.print(f"[yellow]{problem}[/]")
+
+
+def _serving_line(serving: dict[str, Any] | None) -> str:
+    """`serving v3 (adapter_id a1, updated_at ...)`, or `not serving (v3): <why>` in red."""
+    if not serving:
+        return "no version marked serving"
+    version = serving.get("version")
+    what = f"v{version}" if version else "no version"
+    if serving.get("state") == "not serving":
+        return f"[bold red]not serving[/] ({what}): {escape(str(serving.get('reason', '')))}"
+    details = ", ".join(f"{k} {serving[k]}" for k in ("adapter_id", "updated_at")
+                        if serving.get(k))
+    return f"serving {what}" + (f" ({details})" if details else "")

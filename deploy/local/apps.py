@@ -50,7 +50,9 @@ APPS: tuple[AppSpec, ...] = (
     AppSpec("alerts-receiver", ("alerts", "receiver"), "/healthz",
             ("monitoring", "receiver_port")),
     AppSpec("controller", ("inference", "controller"), None, None, startup_timeout_s=180.0),
-    AppSpec("gateway", ("gateway", "serve"), "/healthz", ("inference", "gateway_port")),
+    # /healthz is OK only once the controller has the live version loaded in Triton.
+    AppSpec("gateway", ("gateway", "serve"), "/healthz", ("inference", "gateway_port"),
+            startup_timeout_s=180.0),
     AppSpec("monitor", ("monitor", "run"), "/metrics", ("monitoring", "metrics_port")),
     AppSpec("trainer-watch", ("trainer", "watch"), None, None),
 )
