@@ -9,7 +9,8 @@ requests (default 200 in the suite; the issue's figure is 10,000) from
 - no answer is 5xx, and 401 comes exactly when neither credential is valid;
 - every body an event route refused (the ingest's four, the gateway's feedback) has a
   `quarantine_id`, and the worker landed a `quarantine` row under each one;
-- the worker and the ingest are the processes that started: neither died.
+- the worker and the ingest are the processes that started, and their keepers restarted
+  neither: neither died.
 
 Run the full figure with
 `FLYWHEEL_HOSTILE_PAYLOADS=10000 pytest tests/inference/test_hostile_ingress.py -s`.
@@ -107,9 +108,17 @@ def ingress(
         admin.close()
 
 
+APPS = ("streams-worker", "ingest")
+
+
 def _pids(apps: Supervisor) -> dict[str, int | None]:
-    return {row.name: row.pid for row in apps.status()
-            if row.name in ("streams-worker", "ingest")}
+    return {row.name: row.pid for row in apps.status() if row.name in APPS}
+
+
+def _restarts(apps: Supervisor) -> dict[str, int]:
+    """Restarts by each process's keeper (which would hide a death behind the same pid)."""
+    keepers = {name: apps.keeper_of(apps.get(name)) for name in APPS}
+    return {name: keeper.restarts for name, keeper in keepers.items() if keeper is not None}
 
 
 def _send(http: httpx.Client, path: str, kind: Route, tally: Tally) -> None:
@@ -178,5 +187,5 @@ def test_hostile_requests_get_no_5xx_kill_no_worker_and_every_refused_body_is_qu
     assert {k: t.transport_errors[:5] for k, t in tallies.items() if t.transport_errors} == {}
     assert sorted(wanted - landed)[:5] == []
     assert _pids(ingress.apps) == pids  # neither the worker nor the ingest died
-    assert all(row.healthy for row in ingress.apps.status()
-               if row.name in ("streams-worker", "ingest"))
+    assert all(n == 0 for n in _restarts(ingress.apps).values()), _restarts(ingress.apps)
+    assert all(row.healthy for row in ingress.apps.status() if row.name in APPS)
