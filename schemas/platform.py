@@ -37,6 +37,8 @@ class ReasonCode(StrEnum):
     OVER_CAP = "over_cap"
     ORPHAN_FEEDBACK = "orphan_feedback"
     LANGUAGE = "language"
+    UNSTORABLE = "unstorable"
+    """The record was valid, but its table refused its row (see `streams.sink`)."""
 
 
 class QuarantinedRecord(Contract):

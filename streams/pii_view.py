@@ -42,6 +42,11 @@ class View:
 def fold(char: str) -> str:
     """The plain form of one non-ASCII character for detection ("" for an invisible one)."""
     category = unicodedata.category(char)
+    if category == "Cs":
+        # A surrogate (raw, or one half of a JSON-escaped pair such as \ud83d\ude00,
+        # which is unfolded one escape at a time) is never part of private data; as
+        # U+FFFD it keeps its place and can be encoded.
+        return "\ufffd"
     if category == "Cf":
         return ""  # soft hyphen, LRM/RLM, zero-width space and joiners, BOM
     if category == "Nd":

@@ -36,9 +36,9 @@ ERROR_COLUMNS = (
 LEDGER_COLUMNS = (
     "source_topic", "source_partition", "source_offset", "event_id", "outcome", "reason",
 )
-#: The reason of a record whose row its table refused (see `streams.sink`). Not a
-#: `ReasonCode` of the record's content: the record was valid, its row could not be stored.
-UNSTORABLE = "unstorable"
+#: The reason of a record whose row its table refused (see `streams.sink`): not about
+#: the record's content (it was valid), but its row could not be stored.
+UNSTORABLE = ReasonCode.UNSTORABLE.value
 
 
 def storable(text: str) -> str:
