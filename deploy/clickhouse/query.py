@@ -151,7 +151,10 @@ class Executor:
                 else:
                     previous = None
             _create_external_tables(handle, request.external_tables)
-            _apply_url_settings(handle, request.settings)
+            # A URL `readonly` is checked by the front (`check`), not set on the engine:
+            # a session handle in readonly=1 could never be set back for the next request.
+            _apply_url_settings(handle, {k: v for k, v in request.settings.items()
+                                         if k != "readonly"})
             try:
                 yield handle
             finally:
@@ -171,11 +174,16 @@ class Executor:
         Raises:
             ServerError: the statement is refused (see `StatementPolicy.check`).
         """
-        if request.method == "GET" and not statement.is_read_only and not account.readonly:
-            if request.params.get("session_id"):
+        if request.params.get("session_id") and not account.readonly:
+            if request.method == "GET" and not statement.is_read_only:
                 raise ServerError(READONLY, "Cannot execute query in readonly mode. For queries "
                                   "over HTTP, method GET implies readonly. Use method POST "
                                   "instead.")
+            readonly = request.params.get("readonly", "0")
+            allowed = statement.is_read_only or (readonly == "2" and statement.kind == "SET")
+            if readonly not in ("", "0") and not allowed:
+                raise ServerError(READONLY, f"Cannot execute {statement.kind or 'this'} query "
+                                  f"in readonly mode (readonly={readonly[:8]} in the URL)")
         sql = statement.sql
         if statement.is_insert_with_data:  # the parser wants the head whole: INSERT ... FORMAT x
             sql += b" FORMAT " + (statement.insert_format or "").encode()

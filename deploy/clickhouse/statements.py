@@ -46,7 +46,10 @@ class Statement:
 def split(text: bytes) -> Statement:
     """Split the request text into the statement and, for `INSERT ... FORMAT`, its data."""
     start = _LEADING_NOISE.match(text).end()  # type: ignore[union-attr]
-    word = _WORD.match(text, start)
+    first = start
+    while first < len(text) and text[first] in b"( \t\r\n":  # (SELECT ...) is a SELECT
+        first += 1
+    word = _WORD.match(text, first)
     kind = word.group(0).decode().upper() if word else ""
     if kind != "INSERT":
         return Statement(sql=text, kind=kind)

@@ -172,3 +172,18 @@ def test_four_concurrent_clients_insert_and_query_without_losing_rows(
         t.join()
     assert not errors, errors
     assert client.command(f"SELECT count(), uniqExact(id) FROM {unique_name}") == ["40000", "40000"]
+
+
+def test_a_readonly_client_sends_settings_on_every_query_of_its_session(
+    clickhouse: FlywheelSettings, client: Any, unique_name: str
+) -> None:
+    client.command(f"CREATE TABLE {unique_name} (a UInt8) ENGINE = MergeTree ORDER BY a")
+    client.insert(unique_name, [[1], [2]], column_names=["a"])
+    with get_client(clickhouse, readonly=True) as reader:
+        for block_rows in (1, 2, 3):  # a new setting each time, in one session
+            with reader.query_row_block_stream(f"SELECT a FROM {unique_name}",
+                                               settings={"max_block_size": block_rows}) as s:
+                assert sum(len(b) for b in s) == 2
+        with pytest.raises(DatabaseError, match="164"):
+            reader.command(f"INSERT INTO {unique_name} VALUES (3)")
+        assert reader.command("(SELECT 5)") == 5
