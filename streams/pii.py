@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from streams.names import redact_names
@@ -252,16 +252,17 @@ def _is_local(char: str) -> bool:
     return char.isalnum() or char in "._%+'-"
 
 
-def _replace(text: str, view: View, spans: list[tuple[int, int, str]],
-             counts: Counter[str]) -> str:
+def replace_spans(text: str, view: View, spans: list[tuple[int, int, str]],
+                  substitute: Callable[[int, int, str], str]) -> str:
+    """`text` with each span found in its `view` replaced by `substitute(start, end, kind)`
+    (view offsets); a span that overlaps one already replaced is skipped."""
     pieces: list[str] = []
     done = 0
     for start, end, label in spans:
         source_start, source_end = view.source_span(start, end)
         if source_start < done:
             continue
-        pieces += [text[done:source_start], f"[{label.upper()}]"]
-        counts[label] += 1
+        pieces += [text[done:source_start], substitute(start, end, label)]
         done = source_end
     return "".join(pieces) + text[done:] if pieces else text
 
@@ -299,5 +300,9 @@ def redact(text: str) -> Redaction:
         return Redaction(text, counts)
     view, spans = find_private(text)
     if spans:
-        text = _replace(text, view, spans, counts)
+        def placeholder(_start: int, _end: int, label: str) -> str:
+            counts[label] += 1
+            return f"[{label.upper()}]"
+
+        text = replace_spans(text, view, spans, placeholder)
     return Redaction(text, counts)

@@ -25,7 +25,7 @@ from typing import Any
 from schemas.base import MAX_ID_CHARS
 from schemas.chat import ChatEvent
 from schemas.feedback import FeedbackEvent
-from streams.pii import find_private, may_hold_private, redact
+from streams.pii import find_private, may_hold_private, redact, replace_spans
 
 _PSEUDONYM_HEX = 16
 _PART_SEPARATORS = frozenset("-_:/")
@@ -56,16 +56,8 @@ def redact_identifier(value: str, *, key: bytes) -> str:
         spans = sorted(spans + find_private(parts)[1])
     if not spans:
         return value
-    pieces: list[str] = []
-    done = 0
-    for start, end, label in spans:
-        source_start, source_end = view.source_span(start, end)
-        if source_start < done:
-            continue
-        pieces += [value[done:source_start],
-                   pseudonym(view.text[start:end], kind=label, key=key)]
-        done = source_end
-    out = "".join(pieces) + value[done:]
+    out = replace_spans(value, view, spans, lambda start, end, label: pseudonym(
+        view.text[start:end], kind=label, key=key))
     if len(out) > MAX_ID_CHARS or not out[:1].isalnum():
         return pseudonym(value, kind="id", key=key)
     return out

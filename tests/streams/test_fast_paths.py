@@ -219,7 +219,8 @@ def _reference_redact(text: str) -> str:
         return pii._sub(pii._SECRET, "secret", text, counts)
     text = pii._sub(pii._SECRET, "secret", text, counts)
     view = view_of(text)
-    return pii._replace(text, view, pii._find(view.text, prefilter=False), counts)
+    return pii.replace_spans(text, view, pii._find(view.text, prefilter=False),
+                             lambda _start, _end, label: f"[{label.upper()}]")
 
 
 def test_redaction_shortcuts_change_no_result() -> None:
