@@ -42,19 +42,6 @@ EXCERPT_CHARS = 500
 #: Suffix of the consumer group, after the worker's own group id.
 GROUP_SUFFIX = ".ingest-quarantine"
 _IDENTIFIER = re.compile(ID_PATTERN)
-#: A JSON escape of a UTF-16 surrogate (`\ud83d`), paired or not.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
-
-
-def _without_surrogate_escapes(text: str) -> str:
-    """`text` with each escaped surrogate written `\ufffd`.
-
-    The redactor unfolds JSON escapes one by one (streams.pii_view), so an escaped pair or
-    a lone escape became a lone surrogate there, which cannot be encoded: the row was
-    refused as unstorable. A refused body's excerpt and its error detail are for reading,
-    so they lose only the emoji an escaped pair spelled.
-    """
-    return _SURROGATE_ESCAPE.sub(r"\\ufffd", text) if "\\u" in text else text
 
 
 def ingest_rejection_row(record: Record, *, pseudonym_key: bytes) -> tuple[Any, ...] | None:
@@ -84,14 +71,12 @@ def ingest_rejection_row(record: Record, *, pseudonym_key: bytes) -> tuple[Any, 
     if quarantined.original_truncated and quarantined.original_size_bytes is not None:
         size = (f" (original of {quarantined.original_size_bytes:,} bytes cut to "
                 f"{len(quarantined.original):,}, sha256 {quarantined.original_sha256})")
-    detail = redact(_without_surrogate_escapes(
-        f"rejected at {quarantined.topic}{size}: {quarantined.detail}")).text
+    detail = redact(f"rejected at {quarantined.topic}{size}: {quarantined.detail}").text
     if tenant is not None:
         tenant = redact_identifier(tenant, key=pseudonym_key)
     # Redacted past the excerpt's end, then cut: a datum the cut would halve is found whole.
     chars = EXCERPT_CHARS + 200
-    text = _without_surrogate_escapes(
-        quarantined.original[:chars * 2].decode("utf-8", "replace")[:chars])
+    text = quarantined.original[:chars * 2].decode("utf-8", "replace")[:chars]
     row = quarantine_row(
         record, reasons=list(quarantined.reasons), scores=dict(quarantined.scores),
         detail=detail, redacted_excerpt=redact(text).text[:EXCERPT_CHARS], event_id=event_id,

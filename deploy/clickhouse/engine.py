@@ -127,6 +127,14 @@ class Handle:
             raise ServerError.from_engine(e) from e
         return ResultStream(stream, progress)
 
+    def start_insert(self, statement: str, fmt: str) -> Insert:
+        """An `INSERT INTO ...` that takes FORMAT-encoded chunks one call at a time.
+
+        Raises:
+            ServerError: the engine rejected the statement.
+        """
+        return Insert(self.conn, statement, fmt)
+
     def insert(self, statement: str, fmt: str, chunks: Iterable[bytes]) -> Outcome:
         """Stream FORMAT-encoded chunks into `INSERT INTO ...` and commit.
 
@@ -135,27 +143,15 @@ class Handle:
         Raises:
             ServerError: the engine rejected the statement or the data; nothing is committed.
         """
-        started = time.perf_counter()
-        try:
-            inserter = self.conn.send_insert(statement, fmt)
-        except Exception as e:
-            raise ServerError.from_engine(e) from e
+        insert = self.start_insert(statement, fmt)
         try:
             for chunk in chunks:
                 if chunk:
-                    inserter.append(chunk)
-            result = inserter.finish()
-        except ServerError:
-            inserter.cancel()
+                    insert.append(chunk)
+            return insert.finish()
+        except BaseException:
+            insert.cancel()
             raise
-        except Exception as e:
-            try:
-                inserter.cancel()
-            except Exception:  # already finished or failed: nothing to roll back
-                logger.debug("cancelling a failed insert failed", exc_info=True)
-            raise ServerError.from_engine(e) from e
-        return Outcome(written_rows=result.rows_written, written_bytes=result.bytes_written,
-                       elapsed_s=time.perf_counter() - started)
 
     def set(self, settings: Mapping[str, str]) -> None:
         """Apply settings with one `SET a = 'x', b = 'y'` (readonly last, so the rest apply).
@@ -202,6 +198,44 @@ class Handle:
             self.conn.close()
         except Exception:
             logger.debug("closing a chDB handle failed", exc_info=True)
+
+
+class Insert:
+    """One insert in progress: append chunks, then finish (commit) or cancel."""
+
+    def __init__(self, conn: Any, statement: str, fmt: str) -> None:
+        self.started = time.perf_counter()
+        try:
+            self._inner = conn.send_insert(statement, fmt)
+        except Exception as e:
+            raise ServerError.from_engine(e) from e
+
+    def append(self, chunk: bytes) -> None:
+        """Raises: ServerError: the engine refused the data."""
+        try:
+            self._inner.append(chunk)
+        except Exception as e:
+            raise ServerError.from_engine(e) from e
+
+    def finish(self) -> Outcome:
+        """Commit; returns once the rows are stored.
+
+        Raises:
+            ServerError: the engine refused the data; nothing is committed.
+        """
+        try:
+            result = self._inner.finish()
+        except Exception as e:
+            raise ServerError.from_engine(e) from e
+        return Outcome(written_rows=result.rows_written, written_bytes=result.bytes_written,
+                       elapsed_s=time.perf_counter() - self.started)
+
+    def cancel(self) -> None:
+        """Roll back (a no-op once finished or failed)."""
+        try:
+            self._inner.cancel()
+        except Exception:  # already finished or failed: nothing to roll back
+            logger.debug("cancelling an insert failed", exc_info=True)
 
 
 class ResultStream:

@@ -28,7 +28,9 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
+import uvicorn
 from starlette.applications import Starlette
+from starlette.formparsers import MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -45,6 +47,7 @@ from deploy.clickhouse.errors import (
 from deploy.clickhouse.metrics import ServerMetrics
 from deploy.clickhouse.native_compression import compress_blocks, iter_decompressed
 from deploy.clickhouse.policy import StatementPolicy
+from deploy.clickhouse.protocol import ConnectionLimits, protocol_class
 from deploy.clickhouse.query import RESULT_KINDS, Execution, Executor, ExternalTable
 from deploy.clickhouse.query import Request as QueryRequest
 from deploy.clickhouse.statements import Statement, split
@@ -159,10 +162,10 @@ class ClickHouseFront:
         content_type = request.headers.get("content-type", "")
         form_text: bytes = b""
         external: tuple[ExternalTable, ...] = ()
+        pieces = self._body(request)
         if content_type.lower().startswith("multipart/form-data"):
-            form_text, external = await self._read_form(request, params)
-        pieces = self._body(request) if not content_type.lower().startswith(
-            "multipart/form-data") else _empty()
+            # The form takes the whole body: `pieces` is left empty for the statement.
+            form_text, external = await self._read_form(request, pieces, params)
         text = params.get("query", "").encode("utf-8", "surrogateescape") or form_text
         if request.method in ("GET", "HEAD") and not text:
             return Response(b"Ok.\n", headers=self._common(),
@@ -289,7 +292,7 @@ class ClickHouseFront:
                 if batch:
                     yield b"".join(batch)
 
-        inserter = await self._thread(_start_insert, handle, sql, fmt)
+        inserter = await self._thread(handle.start_insert, sql, fmt)
         try:
             async for chunk in chunks():
                 if chunk:
@@ -384,19 +387,18 @@ class ClickHouseFront:
                 return
             yield piece
 
-    async def _read_form(self, request: Request,
+    async def _read_form(self, request: Request, pieces: AsyncIterator[bytes],
                          params: dict[str, str]) -> tuple[bytes, tuple[ExternalTable, ...]]:
-        """The `query` field and external data tables of a multipart/form-data body."""
+        """The `query` field and external data tables of a multipart/form-data body,
+        parsed from the body as it is read (capped and decompressed like any other)."""
         ch = self.settings.clickhouse
-        size = 0
-        parts = []
-        async for chunk in self._body(request):
-            size += len(chunk)
-            parts.append(chunk)
-        request._body = b"".join(parts)  # what request.form() parses
+        parser = MultiPartParser(request.headers, pieces,  # type: ignore[arg-type]
+                                 max_files=64, max_fields=1024,
+                                 max_part_size=ch.max_body_size_bytes)
         try:
-            form = await request.form(max_files=64, max_fields=1024,
-                                      max_part_size=ch.max_body_size_bytes)
+            form = await parser.parse()
+        except ServerError:
+            raise
         except Exception as e:
             raise ServerError(BAD_ARGUMENTS, f"Malformed multipart/form-data body: {e}",
                               http_status=400) from e
@@ -548,46 +550,6 @@ class ClickHouseFront:
         self.metrics.duration.labels(endpoint).observe(time.perf_counter() - started)
 
 
-async def _empty() -> AsyncIterator[bytes]:
-    return
-    yield b""  # an async generator that yields nothing
-
-
-def _start_insert(handle: Handle, sql: str, fmt: str) -> _Inserter:
-    return _Inserter(handle, sql, fmt)
-
-
-class _Inserter:
-    """`Handle.insert` driven one chunk at a time from the event loop."""
-
-    def __init__(self, handle: Handle, sql: str, fmt: str) -> None:
-        self.started = time.perf_counter()
-        try:
-            self._inner = handle.conn.send_insert(sql, fmt)
-        except Exception as e:
-            raise ServerError.from_engine(e) from e
-
-    def append(self, chunk: bytes) -> None:
-        try:
-            self._inner.append(chunk)
-        except Exception as e:
-            raise ServerError.from_engine(e) from e
-
-    def finish(self) -> Outcome:
-        try:
-            result = self._inner.finish()
-        except Exception as e:
-            raise ServerError.from_engine(e) from e
-        return Outcome(written_rows=result.rows_written, written_bytes=result.bytes_written,
-                       elapsed_s=time.perf_counter() - self.started)
-
-    def cancel(self) -> None:
-        try:
-            self._inner.cancel()
-        except Exception:
-            logger.debug("cancelling a failed insert failed", exc_info=True)
-
-
 def _compression_level(raw: str | None) -> int | None:
     if not raw:
         return None
@@ -607,22 +569,17 @@ def _too_large(max_size_bytes: int) -> ServerError:
                        "clickhouse.max_body_size_bytes", http_status=413)
 
 
-def _server_class() -> type[Any]:
-    import uvicorn
+class _Server(uvicorn.Server):
+    """uvicorn's server, exiting 0 after a graceful stop on SIGTERM or SIGINT.
 
-    class Server(uvicorn.Server):
-        """uvicorn's server, exiting 0 after a graceful stop on SIGTERM or SIGINT.
+    uvicorn re-raises the signal once it has shut down, so the process would die by
+    it (exit -15) although every request in flight finished; the supervisor reads
+    that as a crash.
+    """
 
-        uvicorn re-raises the signal once it has shut down, so the process would
-        die by it (exit -15) although every request in flight finished; the
-        supervisor reads that as a crash.
-        """
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            super().handle_exit(sig, frame)
-            self._captured_signals.clear()
-
-    return Server
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 def serve(settings: FlywheelSettings) -> None:
@@ -633,11 +590,6 @@ def serve(settings: FlywheelSettings) -> None:
         OSError: the port is taken.
     """
     import threading
-
-    import uvicorn
-
-    _Server = _server_class()
-    from deploy.clickhouse.protocol import ConnectionLimits, protocol_class
 
     ch = settings.clickhouse
     engine = Engine(path=settings.state_path / "clickhouse" / "chdb", database=ch.database)

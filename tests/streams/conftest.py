@@ -1,4 +1,4 @@
-"""Fixtures for tests that talk to the real Kafka of the test stack."""
+"""Fixtures for tests that talk to the real Kafka (and ClickHouse) of the test stack."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer
 
+from deploy.clickhouse.client import get_client
 from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings
+from deploy.warehouse import migrate
 from streams.topics import TopicSpec, ensure_topics
+from tests.streams.worker_harness import fast_worker_settings
 
 
 @pytest.fixture
@@ -48,3 +51,39 @@ def consume(settings: FlywheelSettings) -> Iterator[Callable[[str, int], list[An
     yield _consume
     for consumer in consumers:
         consumer.close()
+
+
+@pytest.fixture(scope="module")
+def migrated(running: Callable[..., Supervisor], settings: FlywheelSettings) -> FlywheelSettings:
+    """The session stack's Kafka and ClickHouse up, with Flywheel's tables migrated."""
+    running("kafka", "clickhouse")
+    with get_client(settings) as client:
+        migrate(client, settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def worker_settings(migrated: FlywheelSettings) -> FlywheelSettings:
+    """Settings of a stream worker tuned for tests (a module may override it)."""
+    return fast_worker_settings(migrated)
+
+
+@pytest.fixture(scope="module")
+def client(worker_settings: FlywheelSettings) -> Iterator[Any]:
+    """A ClickHouse client on the workers' database."""
+    with get_client(worker_settings) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def api(running: Callable[..., Supervisor], settings: FlywheelSettings
+                  ) -> Iterator[Any]:
+    """The ingest API in-process (Starlette's TestClient) on the test broker."""
+    from fastapi.testclient import TestClient
+
+    from streams.ingest import create_app
+
+    running("kafka")
+    ensure_topics(settings)
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from uuid import uuid4
 
@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings
 from schemas import ChatEvent, QuarantinedRecord, decode
 from streams.ingest import create_app
@@ -35,23 +34,12 @@ def chat_payload(**changes: Any) -> dict[str, Any]:
     return payload
 
 
-@pytest.fixture(scope="module")
-def client(
-    running: Callable[..., Supervisor], settings: FlywheelSettings
-) -> Iterator[TestClient]:
-    from streams.topics import ensure_topics
-
-    running("kafka")
-    ensure_topics(settings)
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
 
 def test_a_valid_event_is_acknowledged_with_its_id_and_lands_on_kafka(
-    client: TestClient, consume: Callable[..., list[Any]]
+    api: TestClient, consume: Callable[..., list[Any]]
 ) -> None:
     payload = chat_payload()
-    response = client.post("/v1/events/chat", json=payload, headers=KEY)
+    response = api.post("/v1/events/chat", json=payload, headers=KEY)
     assert response.status_code == 202, response.text
     [event_id] = response.json()["accepted"]
     landed = [
@@ -60,22 +48,22 @@ def test_a_valid_event_is_acknowledged_with_its_id_and_lands_on_kafka(
     assert event_id in {str(e.event_id) for e in landed}
 
 
-def test_a_batch_is_accepted_whole(client: TestClient) -> None:
+def test_a_batch_is_accepted_whole(api: TestClient) -> None:
     events = [chat_payload(turn_index=i) for i in range(20)]
-    response = client.post("/v1/events/chat/batch", json={"events": events}, headers=KEY)
+    response = api.post("/v1/events/chat/batch", json={"events": events}, headers=KEY)
     assert response.status_code == 202
     assert len(response.json()["accepted"]) == 20
 
 
-def test_a_batch_with_one_bad_event_is_refused_whole_with_its_index(client: TestClient) -> None:
+def test_a_batch_with_one_bad_event_is_refused_whole_with_its_index(api: TestClient) -> None:
     events = [chat_payload(), chat_payload(role="robot"), chat_payload()]
-    response = client.post("/v1/events/chat/batch", json={"events": events}, headers=KEY)
+    response = api.post("/v1/events/chat/batch", json={"events": events}, headers=KEY)
     assert response.status_code == 422
     assert [e["field"] for e in response.json()["errors"]] == ["events.1.role"]
 
 
-def test_field_errors_name_each_field(client: TestClient) -> None:
-    response = client.post(
+def test_field_errors_name_each_field(api: TestClient) -> None:
+    response = api.post(
         "/v1/events/chat", json=chat_payload(timestamp="2026-11-26T10:00:00", turn_index=-1),
         headers=KEY,
     )
@@ -83,17 +71,17 @@ def test_field_errors_name_each_field(client: TestClient) -> None:
     assert {e["field"] for e in response.json()["errors"]} == {"timestamp", "turn_index"}
 
 
-def test_a_body_that_is_not_json_gets_400(client: TestClient) -> None:
-    response = client.post("/v1/events/feedback", content=b"\xff{not json", headers=KEY)
+def test_a_body_that_is_not_json_gets_400(api: TestClient) -> None:
+    response = api.post("/v1/events/feedback", content=b"\xff{not json", headers=KEY)
     assert response.status_code == 400
     assert response.json()["errors"][0]["code"] == "not_json"
 
 
 def test_rejected_bodies_go_to_quarantine_with_a_reason(
-    client: TestClient, consume: Callable[..., list[Any]]
+    api: TestClient, consume: Callable[..., list[Any]]
 ) -> None:
     marker = f"quarantine-me-{uuid4().hex}"
-    response = client.post("/v1/events/chat", json=chat_payload(role=marker), headers=KEY)
+    response = api.post("/v1/events/chat", json=chat_payload(role=marker), headers=KEY)
     assert response.status_code == 422
     found: list[QuarantinedRecord] = []
     for message in consume(QUARANTINE.name, 10_000, timeout_s=10):
@@ -105,19 +93,19 @@ def test_rejected_bodies_go_to_quarantine_with_a_reason(
     assert found[0].topic == "ingest:/v1/events/chat" and found[0].offset is None
 
 
-def test_a_missing_api_key_gets_401(client: TestClient) -> None:
-    assert client.post("/v1/events/chat", json=chat_payload()).status_code == 401
+def test_a_missing_api_key_gets_401(api: TestClient) -> None:
+    assert api.post("/v1/events/chat", json=chat_payload()).status_code == 401
     wrong = {"X-API-Key": "guess"}
-    assert client.post("/v1/events/chat", json=chat_payload(), headers=wrong).status_code == 401
+    assert api.post("/v1/events/chat", json=chat_payload(), headers=wrong).status_code == 401
 
 
-def test_an_oversize_body_gets_413(client: TestClient, settings: FlywheelSettings) -> None:
+def test_an_oversize_body_gets_413(api: TestClient, settings: FlywheelSettings) -> None:
     big = b"x" * (settings.ingest.max_body_bytes + 1)
-    assert client.post("/v1/events/chat", content=big, headers=KEY).status_code == 413
+    assert api.post("/v1/events/chat", content=big, headers=KEY).status_code == 413
 
 
-def test_the_openapi_document_describes_every_route(client: TestClient) -> None:
-    paths = client.get("/openapi.json").json()["paths"]
+def test_the_openapi_document_describes_every_route(api: TestClient) -> None:
+    paths = api.get("/openapi.json").json()["paths"]
     for route in ("/v1/events/chat", "/v1/events/chat/batch", "/v1/events/feedback",
                   "/v1/events/feedback/batch"):
         assert "requestBody" in paths[route]["post"]
@@ -157,19 +145,19 @@ json_junk = st.recursive(
     ),
 )
 def test_hostile_payloads_get_a_clear_4xx_never_a_500(
-    client: TestClient, route: str, body: bytes
+    api: TestClient, route: str, body: bytes
 ) -> None:
-    response = client.post(route, content=body, headers=KEY)
+    response = api.post(route, content=body, headers=KEY)
     assert response.status_code in (202, 400, 422), response.text
     if response.status_code != 202:
         errors = response.json()["errors"]
         assert errors and all(e["field"] and e["message"] for e in errors)
 
 
-def test_metrics_count_requests_by_route_and_status(client: TestClient) -> None:
-    client.post("/v1/events/chat", json=chat_payload(), headers=KEY)
-    client.post("/v1/events/chat", json=chat_payload(role="robot"), headers=KEY)
-    text = client.get("/metrics/").text
+def test_metrics_count_requests_by_route_and_status(api: TestClient) -> None:
+    api.post("/v1/events/chat", json=chat_payload(), headers=KEY)
+    api.post("/v1/events/chat", json=chat_payload(role="robot"), headers=KEY)
+    text = api.get("/metrics/").text
     assert 'flywheel_ingest_requests_total{route="/v1/events/chat",status="202"}' in text
     assert 'flywheel_ingest_requests_total{route="/v1/events/chat",status="422"}' in text
     assert 'flywheel_ingest_events_total{kind="ChatEvent"}' in text

@@ -9,13 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings
 from schemas import QuarantinedRecord
 from schemas.platform import QUARANTINE_KEPT_BYTES
@@ -42,17 +40,6 @@ def feedback(**changes: Any) -> dict[str, Any]:
             "tenant": "acme", **changes}
 
 
-@pytest.fixture(scope="module")
-def client(
-    running: Callable[..., Supervisor], settings: FlywheelSettings
-) -> Iterator[TestClient]:
-    from streams.topics import ensure_topics
-
-    running("kafka")
-    ensure_topics(settings)
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
 
 def quarantined(settings: FlywheelSettings, *record_ids: str) -> dict[str, QuarantinedRecord]:
     """The quarantine topic's records with these ids (waits until all are there)."""
@@ -75,9 +62,9 @@ def quarantined(settings: FlywheelSettings, *record_ids: str) -> dict[str, Quara
     pytest.param(b"", id="empty"),
 ])
 def test_a_body_no_json_decoder_should_trust_gets_400_and_is_quarantined(
-    client: TestClient, settings: FlywheelSettings, route: str, body: bytes
+    api: TestClient, settings: FlywheelSettings, route: str, body: bytes
 ) -> None:
-    response = client.post(route, content=body, headers=BEARER)
+    response = api.post(route, content=body, headers=BEARER)
 
     assert response.status_code == 400, response.text
     [error] = response.json()["errors"]
@@ -89,11 +76,11 @@ def test_a_body_no_json_decoder_should_trust_gets_400_and_is_quarantined(
 
 
 def test_a_refused_body_over_750_kb_is_quarantined_as_an_excerpt_with_size_and_hash(
-    client: TestClient, settings: FlywheelSettings
+    api: TestClient, settings: FlywheelSettings
 ) -> None:
     body = json.dumps(chat(text="y" * 1_000_000)).encode()
 
-    response = client.post("/v1/events/chat", content=body, headers=BEARER)
+    response = api.post("/v1/events/chat", content=body, headers=BEARER)
 
     assert response.status_code == 422
     assert [e["field"] for e in response.json()["errors"]] == ["text"]
@@ -105,11 +92,11 @@ def test_a_refused_body_over_750_kb_is_quarantined_as_an_excerpt_with_size_and_h
 
 
 def test_a_body_over_the_cap_gets_413_and_what_was_read_is_quarantined(
-    client: TestClient, settings: FlywheelSettings
+    api: TestClient, settings: FlywheelSettings
 ) -> None:
     body = b"x" * (settings.ingest.max_body_bytes + 1)
 
-    response = client.post("/v1/events/chat", content=body, headers=BEARER)
+    response = api.post("/v1/events/chat", content=body, headers=BEARER)
 
     assert response.status_code == 413 and "ingest.max_body_bytes" in response.text
     record_id = response.json()["quarantine_id"]
@@ -123,11 +110,11 @@ def test_a_body_over_the_cap_gets_413_and_what_was_read_is_quarantined(
     "0001-01-01T00:00:00Z", "0001-01-01T00:00:00+01:00",
 ])
 def test_a_timestamp_outside_the_stored_range_gets_422_naming_the_field(
-    client: TestClient, timestamp: str
+    api: TestClient, timestamp: str
 ) -> None:
     for route, event in (("/v1/events/chat", chat(timestamp=timestamp)),
                          ("/v1/events/feedback", feedback(timestamp=timestamp))):
-        response = client.post(route, json=event, headers=BEARER)
+        response = api.post(route, json=event, headers=BEARER)
 
         assert response.status_code == 422, response.text
         [error] = response.json()["errors"]
@@ -136,17 +123,17 @@ def test_a_timestamp_outside_the_stored_range_gets_422_naming_the_field(
 
 
 @pytest.mark.parametrize("timestamp", ["2000-01-01T00:00:00Z", "2099-12-31T23:59:59Z"])
-def test_the_ends_of_the_stored_range_are_accepted(client: TestClient, timestamp: str) -> None:
-    response = client.post("/v1/events/chat", json=chat(timestamp=timestamp), headers=BEARER)
+def test_the_ends_of_the_stored_range_are_accepted(api: TestClient, timestamp: str) -> None:
+    response = api.post("/v1/events/chat", json=chat(timestamp=timestamp), headers=BEARER)
 
     assert response.status_code == 202, response.text
 
 
 @pytest.mark.parametrize("comment", ["a\x00b", "\x1b[31mred", "\x7f", "\x85"])
 def test_a_comment_with_a_control_character_gets_422_naming_the_comment(
-    client: TestClient, comment: str
+    api: TestClient, comment: str
 ) -> None:
-    response = client.post("/v1/events/feedback", json=feedback(comment=comment),
+    response = api.post("/v1/events/feedback", json=feedback(comment=comment),
                            headers=BEARER)
 
     assert response.status_code == 422
@@ -160,15 +147,15 @@ def test_a_comment_with_a_control_character_gets_422_naming_the_comment(
     {"X-API-Key": KEY},
     {"Authorization": f"bearer   {KEY} "},
 ])
-def test_either_valid_credential_is_enough(client: TestClient, headers: dict[str, str]) -> None:
-    assert client.post("/v1/events/chat", json=chat(), headers=headers).status_code == 202
+def test_either_valid_credential_is_enough(api: TestClient, headers: dict[str, str]) -> None:
+    assert api.post("/v1/events/chat", json=chat(), headers=headers).status_code == 202
 
 
 @pytest.mark.parametrize("headers", [
     {"Authorization": "Bearer wrong", "X-API-Key": "wrong"}, {"Authorization": KEY}, {},
 ])
-def test_no_valid_credential_gets_401(client: TestClient, headers: dict[str, str]) -> None:
-    response = client.post("/v1/events/chat", json=chat(), headers=headers)
+def test_no_valid_credential_gets_401(api: TestClient, headers: dict[str, str]) -> None:
+    response = api.post("/v1/events/chat", json=chat(), headers=headers)
 
     assert response.status_code == 401 and "X-API-Key" in response.json()["errors"][0]["message"]
 
@@ -192,20 +179,20 @@ def test_a_503_lists_the_event_ids_and_says_a_retry_with_them_is_safe(
     assert "same event_id" in response.json()["errors"][0]["message"]
 
 
-def test_of_a_duplicated_key_the_last_value_counts(client: TestClient) -> None:
+def test_of_a_duplicated_key_the_last_value_counts(api: TestClient) -> None:
     body = json.dumps(chat())[:-1] + ', "role": "robot"}'
 
-    response = client.post("/v1/events/chat", content=body.encode(), headers=BEARER)
+    response = api.post("/v1/events/chat", content=body.encode(), headers=BEARER)
 
     assert response.status_code == 422
     assert [e["field"] for e in response.json()["errors"]] == ["role"]
 
 
-def test_refusals_are_counted_by_service_route_status_and_code(client: TestClient) -> None:
-    client.post("/v1/events/feedback", content=b"[" * 300, headers=BEARER)
-    client.post("/v1/events/feedback", json=feedback(), headers={"X-API-Key": "wrong"})
+def test_refusals_are_counted_by_service_route_status_and_code(api: TestClient) -> None:
+    api.post("/v1/events/feedback", content=b"[" * 300, headers=BEARER)
+    api.post("/v1/events/feedback", json=feedback(), headers={"X-API-Key": "wrong"})
 
-    text = client.get("/metrics/").text
+    text = api.get("/metrics/").text
 
     assert ('flywheel_ingress_refused_total{code="not_json",route="/v1/events/feedback",'
             'service="ingest",status="400"}') in text

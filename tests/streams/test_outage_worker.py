@@ -16,16 +16,14 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from deploy.clickhouse.client import get_client
 from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings
-from deploy.warehouse import migrate
 from tests.streams.worker_harness import (
     Produced,
     assert_conserved,
@@ -46,21 +44,10 @@ RETRY_MAX = 2
 
 
 @pytest.fixture(scope="module")
-def worker_settings(running: Callable[..., Supervisor], settings: FlywheelSettings
-                    ) -> FlywheelSettings:
-    running("kafka", "clickhouse")
-    client = get_client(settings)
-    migrate(client, settings)
-    client.close()
-    return fast_worker_settings(settings, session_timeout_ms=SESSION_TIMEOUT_MS,
+def worker_settings(migrated: FlywheelSettings) -> FlywheelSettings:
+    return fast_worker_settings(migrated, session_timeout_ms=SESSION_TIMEOUT_MS,
                                 sink_retry_max=RETRY_MAX, sink_backoff_max_s=1.0)
 
-
-@pytest.fixture(scope="module")
-def client(worker_settings: FlywheelSettings) -> Iterator[Any]:
-    c = get_client(worker_settings)
-    yield c
-    c.close()
 
 
 def frozen_broker(stack: Supervisor, seconds: float, then: Callable[[], None]) -> None:

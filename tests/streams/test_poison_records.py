@@ -12,17 +12,13 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 
-from deploy.clickhouse.client import get_client
-from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings
-from deploy.warehouse import migrate
 from schemas.chat import ChatEvent
 from schemas.envelope import encode
 from tests.streams.worker_harness import (
@@ -30,7 +26,6 @@ from tests.streams.worker_harness import (
     assert_conserved,
     committed_offsets,
     create_topics,
-    fast_worker_settings,
     produce_conversations,
     start_worker,
     stop_worker,
@@ -39,22 +34,6 @@ from tests.streams.worker_harness import (
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="module")
-def worker_settings(running: Callable[..., Supervisor], settings: FlywheelSettings
-                    ) -> FlywheelSettings:
-    running("kafka", "clickhouse")
-    client = get_client(settings)
-    migrate(client, settings)
-    client.close()
-    return fast_worker_settings(settings)
-
-
-@pytest.fixture(scope="module")
-def client(worker_settings: FlywheelSettings) -> Iterator[Any]:
-    c = get_client(worker_settings)
-    yield c
-    c.close()
 
 
 def test_a_record_its_table_refuses_is_quarantined_alone_and_the_partition_moves_on(

@@ -12,23 +12,20 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from deploy.clickhouse.client import get_client
-from deploy.local.supervisor import Supervisor
 from deploy.settings import FlywheelSettings
-from deploy.warehouse import migrate
 from schemas.chat import ChatEvent
 from schemas.envelope import encode
 from schemas.feedback import FeedbackEvent
 from tests.streams.worker_harness import (
     Produced,
     Topics,
+    assert_conserved,
     create_topics,
     landed,
     landed_total,
@@ -40,26 +37,6 @@ from tests.streams.worker_harness import (
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="module")
-def worker_settings(running: Callable[..., Supervisor], settings: FlywheelSettings
-                    ) -> FlywheelSettings:
-    running("kafka", "clickhouse")
-    client = get_client(settings)
-    migrate(client, settings)
-    client.close()
-    streams = settings.streams.model_copy(update={
-        "cap_min_records": 1_000_000, "sink_flush_interval_s": 0.3, "poll_batch_max": 200,
-        "sink_batch_rows": 500, "session_timeout_ms": 6000, "max_record_bytes": 1_048_576,
-    })
-    return settings.model_copy(update={"streams": streams})
-
-
-@pytest.fixture(scope="module")
-def client(worker_settings: FlywheelSettings) -> Iterator[Any]:
-    c = get_client(worker_settings)
-    yield c
-    c.close()
 
 
 def _hostile(topics: Topics) -> list[tuple[str, bytes]]:
@@ -102,23 +79,11 @@ def normal_run(worker_settings: FlywheelSettings, client: Any, tmp_path_factory:
     return topics, produced, outcome, code
 
 
-def _assert_conserved(produced: Produced, outcome: dict[str, Any]) -> None:
-    ids: Counter[uuid.UUID] = Counter(outcome["curated"])
-    ids.update(r[0] for r in outcome["quarantine"] if r[0] is not None)
-    ids.update(e for e in outcome["errors"] if e is not None)
-    sent = produced.chat_ids + produced.feedback_ids
-    missing = [i for i in sent if ids[i] == 0]
-    twice = [i for i, n in ids.items() if n > 1]
-    assert not missing, f"{len(missing)} events never landed"
-    assert not twice, f"{len(twice)} events landed twice"
-    assert landed_total(outcome) == produced.total
-
-
 def test_every_record_ends_curated_quarantined_or_error_exactly_once(
     normal_run: tuple[Topics, Produced, dict[str, Any], int],
 ) -> None:
     _, produced, outcome, _ = normal_run
-    _assert_conserved(produced, outcome)
+    assert_conserved(produced, outcome)
     reasons = Counter(r[3] for r in outcome["quarantine"])
     assert reasons["toxic"] >= 10 and reasons["duplicate"] >= 5
 
@@ -214,7 +179,7 @@ def test_kill_9_mid_stream_and_restart_loses_and_duplicates_nothing(
         for worker in (first, second, replacement):
             if worker is not None:
                 stop_worker(worker)
-    _assert_conserved(produced, outcome)
+    assert_conserved(produced, outcome)
     db = worker_settings.clickhouse.database
     final, distinct = client.query(
         f"SELECT count(), uniqExact(event_id) FROM {db}.chat_turns FINAL "

@@ -146,8 +146,11 @@ def produce_conversations(
 ) -> Produced:
     """User/assistant pairs with 10% feedback, some toxic, PII and duplicate bait."""
     rng = random.Random(seed)
+    # Idempotent, as the SDK is: a produce retried across a broker outage must not put
+    # one event at two offsets (a 5-event "landed twice" seen once, with the broker frozen).
     producer = Producer({**settings.kafka.client_config(), "linger.ms": 5,
-                         "message.max.bytes": BIG_MESSAGE_BYTES})
+                         "message.max.bytes": BIG_MESSAGE_BYTES,
+                         "enable.idempotence": True, "acks": "all"})
     produced = Produced()
     now = datetime.now(UTC)
     for c in range(conversations):
