@@ -147,7 +147,7 @@ def _crowd_part(job: tuple[str, str | None, int, int, float, int]) -> list[float
     from deploy.settings import settings_from_json
 
     settings = settings_from_json(raw)
-    extra = {} if password is None else {"password": password}
+    extra: dict[str, Any] = {} if password is None else {"password": password}
     return concurrent_latencies_ms(lambda: get_client(settings, **extra), clients, each,
                                    interval_s, offset_s=interval_s * part / 5)
 
